@@ -10,8 +10,9 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from envs.core import AgentIdObs, AutoReset, LastActionObs, MultiAgentEnv
 

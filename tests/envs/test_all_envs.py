@@ -1,0 +1,65 @@
+"""Contract checks run on every registered environment."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import envs
+from envs.rollout import make_random_rollout
+
+NUM_ENVS = 4
+
+
+def full_record(ts, actions, avail):
+    return {
+        "obs": ts.obs, "state": ts.state, "avail": ts.avail_actions, "reward": ts.reward,
+        "terminated": ts.terminated, "truncated": ts.truncated, "actions": actions, "avail_used": avail,
+        "final_obs": ts.info["final_obs"], "length": ts.info["episode_length"],
+    }
+
+
+@pytest.mark.parametrize("name", envs.names())
+def test_env_contract(name):
+    kwargs = {"payoff": [[1.0, 0.0], [0.0, 1.0]]} if name == "matrix" else {}
+    env = envs.make(name, **kwargs)
+    spec = env.spec
+    assert spec.name == name or name == "matrix"
+    n, a = spec.num_agents, spec.num_actions
+
+    # reset: shapes, dtypes and determinism for a fixed key
+    state, ts = jax.jit(env.reset)(jax.random.PRNGKey(3))
+    _, ts2 = jax.jit(env.reset)(jax.random.PRNGKey(3))
+    assert ts.obs.shape == (n, spec.obs_dim) and ts.obs.dtype == jnp.float32
+    assert ts.state.shape == (spec.state_dim,) and ts.state.dtype == jnp.float32
+    assert ts.avail_actions.shape == (n, a) and ts.avail_actions.dtype == jnp.bool_
+    assert ts.reward.shape == () and ts.terminated.shape == () and ts.truncated.shape == ()
+    for key in ("episode_return", "episode_length", "won"):
+        assert ts.info[key].shape == ()
+    jax.tree.map(np.testing.assert_array_equal, ts, ts2)
+    assert bool(ts.avail_actions.any(axis=-1).all()), "every agent needs an available action"
+
+    # a whole episode and more, jit + vmap, random available actions
+    steps = spec.episode_limit + 5
+    rollout = jax.jit(make_random_rollout(env, NUM_ENVS, steps, record=full_record))
+    out = rollout(jax.random.PRNGKey(0))
+    again = rollout(jax.random.PRNGKey(0))
+    jax.tree.map(np.testing.assert_array_equal, out, again)  # deterministic for a fixed key
+
+    assert out["obs"].shape == (steps, NUM_ENVS, n, spec.obs_dim)
+    assert out["state"].shape == (steps, NUM_ENVS, spec.state_dim)
+    for k in ("obs", "state", "reward", "final_obs"):
+        assert np.isfinite(np.asarray(out[k])).all(), f"{name}: non-finite {k}"
+    low, high = spec.reward_bounds
+    reward = np.asarray(out["reward"])
+    assert reward.min() >= low - 1e-5 and reward.max() <= high + 1e-5, (reward.min(), reward.max())
+    # the helper never picks an unavailable action
+    taken = np.take_along_axis(np.asarray(out["avail_used"]), np.asarray(out["actions"])[..., None], -1)
+    assert taken.all()
+    # episodes end by the limit, termination and truncation never together, truncation only at the limit
+    done = np.asarray(out["terminated"]) | np.asarray(out["truncated"])
+    assert done.any(axis=0).all(), f"{name}: some env never finished an episode in {steps} steps"
+    assert not (np.asarray(out["terminated"]) & np.asarray(out["truncated"])).any()
+    length = np.asarray(out["length"])
+    assert length.max() <= spec.episode_limit
+    assert (length[np.asarray(out["truncated"])] == spec.episode_limit).all()
