@@ -1,0 +1,1 @@
+"""The seed algorithms; baselines are configurations of these (see jmarl.registry)."""

@@ -1,0 +1,318 @@
+"""DPO: fully decentralised policy optimisation (dpo.md eq. 20-21), and IPPO / IPPO-KL / ablations.
+
+Each agent i maximises, on its own data,
+
+    (1/N) E[ratio * A_i] - beta1_i E[sqrt(KL_s)] - beta2_i E[KL_s] + c_ent E[entropy],
+
+with KL_s = KL(pi_old(.|o) || pi(.|o)) computed exactly from the stored old action distribution,
+and after each update adapts its betas: both are multiplied by omega when the mean KL exceeds
+d_target * delta and divided by omega when it is below d_target / delta (eq. 21).
+
+Baselines are settings of the same learner: IPPO clips the ratio (clip=0.2) with no KL terms;
+IPPO-KL has the adaptive KL term only (no sqrt term, no 1/N); DPO w/o sqrt and DPO w/o kl drop one
+term each. By default nothing is shared: every agent has its own actor and critic (parameters
+stacked on a leading agent axis and applied with vmap), and its critic sees only its own
+observation (``centralised_critic`` and ``share_params`` are options).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+import envs
+from jmarl.config import CommonConfig, field
+from jmarl.evaluate import evaluate_greedy
+from jmarl.networks import ActorCritic, categorical_entropy, categorical_kl
+from jmarl.returns import gae, normalise
+
+
+@dataclasses.dataclass(frozen=True)
+class DPOConfig(CommonConfig):
+    algo: str = "dpo"
+    total_steps: int = field(1_000_000, low=1)
+    num_envs: int = field(16, low=1)
+    num_steps: int = field(128, low=1, doc="rollout length per update (per env)")
+    lr: float = field(5e-4, low=0.0, low_open=True, doc="Adam learning rate, actor and critic")
+    gae_lambda: float = field(0.95, low=0.0, high=1.0)
+    epochs: int = field(15, low=1, doc="passes over each rollout")
+    num_minibatches: int = field(1, low=1, doc="minibatches per epoch (split over envs)")
+    hidden_dim: int = field(128, low=1)
+    num_layers: int = field(3, low=1, doc="hidden layers of actor and critic")
+    recurrent: bool = field(False, doc="GRU in place of the second hidden layer (partial observability)")
+    layer_norm: bool = field(False, doc="LayerNorm on the input and after each hidden layer (author code)")
+    share_params: bool = field(False, doc="one network for all agents (agent id appended to obs)")
+    centralised_critic: bool = field(False, doc="critics see the global state (+ agent id) instead of own obs")
+    ent_coef: float = field(0.01, low=0.0)
+    max_grad_norm: float = field(10.0, low=0.0, low_open=True, doc="per-agent gradient norm clip")
+    value_clip: float = field(0.2, low=0.0, doc="clipped value loss range (0 = plain MSE)")
+    clip: float = field(0.0, low=0.0, doc="PPO ratio clip (0 = none: DPO; 0.2 = IPPO)")
+    use_sqrt: bool = field(True, doc="beta1 * sqrt(KL) term")
+    use_kl: bool = field(True, doc="beta2 * KL term")
+    inv_n: bool = field(True, doc="the 1/N factor on the surrogate (eq. 20)")
+    beta_init: float = field(0.01, low=0.0, doc="initial beta1 and beta2 (paper 0.01; author code 1.0)")
+    d_target: float = field(0.01, low=0.0, low_open=True, doc="KL target (per env family by default)")
+    delta: float = field(1.5, low=1.0, doc="tolerance factor of the beta rule")
+    omega: float = field(2.0, low=1.0, doc="multiplier of the beta rule")
+    adapt_betas: bool = field(True, doc="adapt betas by eq. 21 after each update")
+    beta_shared: bool = field(False, doc="one adaptation from the mean KL of all agents (author code)")
+    sqrt_target: bool = field(False, doc="adapt beta1 from mean sqrt(KL) against sqrt(d_target) (author code)")
+    beta_min: float = field(0.0, low=0.0, doc="clamp betas from below (author code 1e-3)")
+    beta_max: float = field(1e9, low=0.0, low_open=True, doc="clamp betas from above (author code 1e3)")
+    kl_floor: float = field(1e-6, low=0.0, low_open=True, doc="sqrt(KL + floor) keeps the gradient finite at KL=0")
+
+
+# The paper's d_target per env family, and recurrence where the env is partially observable.
+ENV_DEFAULTS = {
+    "stochastic_game": {"d_target": 0.1},
+    "mpe_": {"d_target": 0.01},
+    "smax_": {"d_target": 0.02, "recurrent": True},
+    "hallway": {"recurrent": True},
+}
+
+VARIANTS = {
+    "dpo": {},
+    "ippo": {"clip": 0.2, "use_sqrt": False, "use_kl": False, "inv_n": False, "adapt_betas": False},
+    "ippo_kl": {"use_sqrt": False, "inv_n": False},
+    "dpo_no_sqrt": {"use_sqrt": False},
+    "dpo_no_kl": {"use_kl": False},
+}
+
+
+@struct.dataclass
+class TrainState:
+    params: Any
+    opt_state: Any
+    env_state: Any
+    timestep: Any
+    carries: Any
+    episode_start: jax.Array
+    betas: jax.Array  # [N, 2]: (beta1 for sqrt(KL), beta2 for KL)
+    key: jax.Array
+    update_count: jax.Array
+    env_steps: jax.Array
+
+
+class DPO:
+    """The decentralised on-policy learner; see the module docstring for the objectives."""
+
+    def __init__(self, config: DPOConfig):
+        self.config = config
+        if config.num_envs % config.num_minibatches:
+            raise ValueError(f"num_envs ({config.num_envs}) must be divisible by num_minibatches "
+                             f"({config.num_minibatches})")
+        self.env = envs.wrap(envs.make(config.env), agent_id=config.share_params)
+        spec = self.env.spec
+        self.n, self.num_actions = spec.num_agents, spec.num_actions
+        self.steps_per_update = config.num_envs * config.num_steps
+        self.net = ActorCritic(spec.num_actions, config.hidden_dim, config.num_layers, config.recurrent,
+                               config.layer_norm)
+        self.tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.lr, eps=1e-5))
+        # parameters: shared -> one tree (in_axes None); independent -> stacked on axis 0
+        self.param_axis = None if config.share_params else 0
+        critic_dim = spec.state_dim + spec.num_agents if config.centralised_critic else spec.obs_dim
+        self.critic_dim = critic_dim
+
+    # ----- networks over agents -------------------------------------------------------------
+
+    def critic_inputs(self, ts) -> jax.Array:
+        """[..., N, critic_dim]: own obs (decentralised) or global state + agent id."""
+        if not self.config.centralised_critic:
+            return ts.obs
+        return self._state_with_ids(ts.state)
+
+    def _state_with_ids(self, state: jax.Array) -> jax.Array:
+        ids = jnp.broadcast_to(jnp.eye(self.n), state.shape[:-1] + (self.n, self.n))
+        tiled = jnp.broadcast_to(state[..., None, :], state.shape[:-1] + (self.n, state.shape[-1]))
+        return jnp.concatenate([tiled, ids], axis=-1)
+
+    def apply(self, params, carries, obs, critic_obs, avail, reset):
+        """Batched over envs: obs [E, N, D] ... -> carries, logits [E, N, A], values [E, N]."""
+        to_agent = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731  [E, N, ...] -> [N, E, ...]
+        reset_n = jnp.broadcast_to(reset[None], (self.n,) + reset.shape)
+        f = jax.vmap(self.net.apply, in_axes=(self.param_axis, 0, 0, 0, 0, 0))
+        carries, logits, values = f(params, carries, to_agent(obs), to_agent(critic_obs), to_agent(avail), reset_n)
+        return carries, to_agent(logits), to_agent(values)
+
+    def init_carries(self, batch: int):
+        h = self.config.hidden_dim
+        return (jnp.zeros((self.n, batch, h)), jnp.zeros((self.n, batch, h)))
+
+    # ----- protocol ------------------------------------------------------------------------
+
+    def init(self, key: jax.Array) -> TrainState:
+        cfg = self.config
+        k_params, k_env, k_state = jax.random.split(key, 3)
+        spec = self.env.spec
+        dummy = (jnp.zeros((1, cfg.hidden_dim)), jnp.zeros((1, cfg.hidden_dim)))
+        init_one = lambda k: self.net.init(  # noqa: E731
+            k, dummy, jnp.zeros((1, spec.obs_dim)), jnp.zeros((1, self.critic_dim)),
+            jnp.ones((1, self.num_actions), bool), jnp.zeros((1,), bool))
+        if cfg.share_params:
+            params = init_one(k_params)
+            opt_state = self.tx.init(params)
+        else:
+            params = jax.lax.map(init_one, jax.random.split(k_params, self.n))
+            opt_state = jax.vmap(self.tx.init)(params)
+        env_state, ts = jax.vmap(self.env.reset)(jax.random.split(k_env, cfg.num_envs))
+        betas = jnp.stack([jnp.full(self.n, cfg.beta_init * cfg.use_sqrt),
+                           jnp.full(self.n, cfg.beta_init * cfg.use_kl)], axis=1)
+        return TrainState(params, opt_state, env_state, ts, self.init_carries(cfg.num_envs),
+                          jnp.ones(cfg.num_envs, bool), betas, k_state, jnp.zeros((), jnp.int32),
+                          jnp.zeros((), jnp.int32))
+
+    def collect(self, state: TrainState):
+        """Run ``num_steps`` steps in every env; returns (state, trajectory [T, E, ...])."""
+        cfg = self.config
+
+        def step(carry, key):
+            env_state, ts, carries, start = carry
+            k_act, k_env = jax.random.split(key)
+            new_carries, logits, values = self.apply(
+                params, carries, ts.obs, self.critic_inputs(ts), ts.avail_actions, start)
+            logp = jax.nn.log_softmax(logits)
+            actions = jax.random.categorical(k_act, logits).astype(jnp.int32)
+            env_state, next_ts = jax.vmap(self.env.step)(jax.random.split(k_env, cfg.num_envs), env_state, actions)
+            # V of the observation after this step (the terminal one where the episode ended),
+            # from the critic carry after this step: bootstraps truncation exactly.
+            final = next_ts.replace(obs=next_ts.info["final_obs"], state=next_ts.info["final_state"],
+                                    avail_actions=next_ts.info["final_avail_actions"])
+            _, _, next_values = self.apply(params, new_carries, final.obs, self.critic_inputs(final),
+                                           final.avail_actions, jnp.zeros_like(start))
+            out = dict(obs=ts.obs, critic_obs=self.critic_inputs(ts), avail=ts.avail_actions, reset=start,
+                       actions=actions, logp=logp, values=values, next_values=next_values,
+                       reward=next_ts.reward, terminated=next_ts.terminated, done=next_ts.done,
+                       ep_return=next_ts.info["episode_return"])
+            return (env_state, next_ts, new_carries, next_ts.done), out
+
+        params = state.params
+        init = (state.env_state, state.timestep, state.carries, state.episode_start)
+        key, k_roll = jax.random.split(state.key)
+        (env_state, ts, carries, start), traj = jax.lax.scan(step, init, jax.random.split(k_roll, cfg.num_steps))
+        state = state.replace(env_state=env_state, timestep=ts, carries=carries, episode_start=start, key=key,
+                              env_steps=state.env_steps + self.steps_per_update)
+        return state, traj
+
+    def _replay(self, params, carries0, traj):
+        """Recompute logits and values over a trajectory [T, E, ...] from the rollout's first carries."""
+
+        def step(carries, x):
+            carries, logits, values = self.apply(params, carries, x["obs"], x["critic_obs"], x["avail"], x["reset"])
+            return carries, (jax.nn.log_softmax(logits), values)
+
+        _, (logp, values) = jax.lax.scan(step, carries0, traj)
+        return logp, values
+
+    def loss(self, params, betas, carries0, traj, adv, targets):
+        """Sum over agents of the negated objectives, plus the value losses; per-agent stats."""
+        cfg = self.config
+        logp, values = self._replay(params, carries0, traj)  # [T, E, N, A], [T, E, N]
+        act = traj["actions"][..., None]
+        logp_a = jnp.take_along_axis(logp, act, -1)[..., 0]
+        logp_old_a = jnp.take_along_axis(traj["logp"], act, -1)[..., 0]
+        ratio = jnp.exp(logp_a - logp_old_a)
+        kl = categorical_kl(traj["logp"], logp)  # exact, per state: [T, E, N]
+        mean = lambda x: x.mean(axis=(0, 1))  # noqa: E731  -> per agent [N]
+        if cfg.clip > 0:
+            surrogate = jnp.minimum(ratio * adv, jnp.clip(ratio, 1 - cfg.clip, 1 + cfg.clip) * adv)
+        else:
+            surrogate = ratio * adv
+        if cfg.inv_n:
+            surrogate = surrogate / self.n
+        objective = (mean(surrogate) - betas[:, 0] * mean(jnp.sqrt(kl + cfg.kl_floor)) - betas[:, 1] * mean(kl)
+                     + cfg.ent_coef * mean(categorical_entropy(logp)))
+        old_v = traj["values"]
+        v_err = jnp.square(values - targets)
+        if cfg.value_clip > 0:
+            clipped = old_v + jnp.clip(values - old_v, -cfg.value_clip, cfg.value_clip)
+            v_err = jnp.maximum(v_err, jnp.square(clipped - targets))
+        value_loss = 0.5 * mean(v_err)
+        total = jnp.sum(-objective + value_loss)
+        return total, {"value_loss": value_loss.mean(), "kl": mean(kl).mean(), "entropy": mean(categorical_entropy(logp)).mean()}
+
+    def adapt_betas(self, betas: jax.Array, kl_per_state: jax.Array) -> jax.Array:
+        """Eq. 21 (per agent by default): x omega above d_target*delta, / omega below d_target/delta."""
+        cfg = self.config
+        if not cfg.adapt_betas:
+            return betas
+        kl_mean = kl_per_state.mean(axis=(0, 1))  # [N]
+        sqrt_mean = jnp.sqrt(kl_per_state + cfg.kl_floor).mean(axis=(0, 1))
+        if cfg.beta_shared:
+            kl_mean, sqrt_mean = jnp.full_like(kl_mean, kl_mean.mean()), jnp.full_like(sqrt_mean, sqrt_mean.mean())
+        measure = jnp.stack([sqrt_mean if cfg.sqrt_target else kl_mean, kl_mean], axis=1)
+        target = jnp.array([jnp.sqrt(cfg.d_target) if cfg.sqrt_target else cfg.d_target, cfg.d_target])
+        factor = jnp.where(measure > target * cfg.delta, cfg.omega, jnp.where(measure < target / cfg.delta,
+                                                                               1.0 / cfg.omega, 1.0))
+        new = jnp.clip(betas * factor, cfg.beta_min, cfg.beta_max)
+        enabled = jnp.array([cfg.use_sqrt, cfg.use_kl], jnp.float32)
+        return new * enabled
+
+    def learn(self, state: TrainState, carries0, traj):
+        cfg = self.config
+        adv, targets = gae(traj["reward"][..., None], traj["values"], traj["next_values"],
+                           traj["terminated"][..., None], traj["done"][..., None], cfg.gamma, cfg.gae_lambda)
+        adv = normalise(adv, axis=(0, 1))  # per agent over the batch
+        grad_fn = jax.grad(self.loss, has_aux=True)
+        mb = cfg.num_envs // cfg.num_minibatches
+
+        def apply_grads(params, opt_state, grads):
+            if cfg.share_params:
+                updates, opt_state = self.tx.update(grads, opt_state, params)
+            else:  # per-agent clipping and Adam: agents stay independent learners
+                updates, opt_state = jax.vmap(self.tx.update)(grads, opt_state, params)
+            return optax.apply_updates(params, updates), opt_state
+
+        def epoch(carry, key):
+            params, opt_state = carry
+            perm = jax.random.permutation(key, cfg.num_envs).reshape(cfg.num_minibatches, mb)
+
+            def minibatch(carry, idx):
+                params, opt_state = carry
+                take = lambda x: jnp.take(x, idx, axis=1)  # noqa: E731  envs are axis 1 of [T, E, ...]
+                c0 = jax.tree.map(lambda c: jnp.take(c, idx, axis=1), carries0)  # carries are [N, E, H]
+                grads, stats = grad_fn(params, state.betas, c0, jax.tree.map(take, traj), take(adv), take(targets))
+                return apply_grads(params, opt_state, grads), stats
+
+            return jax.lax.scan(minibatch, (params, opt_state), perm)
+
+        key, k_epochs = jax.random.split(state.key)
+        (params, opt_state), stats = jax.lax.scan(epoch, (state.params, state.opt_state),
+                                                  jax.random.split(k_epochs, cfg.epochs))
+        logp_new, _ = self._replay(params, carries0, traj)
+        kl_final = categorical_kl(traj["logp"], logp_new)
+        betas = self.adapt_betas(state.betas, kl_final)
+        state = state.replace(params=params, opt_state=opt_state, betas=betas, key=key,
+                              update_count=state.update_count + 1)
+        metrics = {k: v.mean() for k, v in stats.items()}
+        metrics.update(kl_final=kl_final.mean(), beta_sqrt=betas[:, 0].mean(), beta_kl=betas[:, 1].mean())
+        return state, metrics
+
+    def update(self, state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
+        carries0 = state.carries
+        state, traj = self.collect(state)
+        state, metrics = self.learn(state, carries0, traj)
+        done = traj["done"].astype(jnp.float32)
+        metrics["episode_return"] = (traj["ep_return"] * done).sum() / jnp.maximum(done.sum(), 1.0)
+        return state, metrics
+
+    def act(self, params, carries, obs, avail, reset, key=None, greedy: bool = True):
+        """Decentralised execution: each agent from its own observation; obs [E, N, D]."""
+        dummy_critic = jnp.zeros(obs.shape[:-1] + (self.critic_dim,))
+        carries, logits, _ = self.apply(params, carries, obs, dummy_critic, avail, reset)
+        if greedy:
+            return carries, jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        return carries, jax.random.categorical(key, logits).astype(jnp.int32)
+
+    def evaluate(self, state: TrainState) -> dict[str, jax.Array]:
+        cfg = self.config
+        key = jax.random.fold_in(state.key, 0x5EED)
+
+        def policy(carries, obs, avail, reset):
+            return self.act(state.params, carries, obs, avail, reset, greedy=True)
+
+        return evaluate_greedy(self.env, policy, self.init_carries(cfg.eval_episodes), key, cfg.eval_episodes)

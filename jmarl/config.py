@@ -1,0 +1,113 @@
+"""Configuration: frozen dataclasses with the papers' defaults, checked before anything compiles.
+
+Every algorithm's config extends :class:`CommonConfig`. Keys are short and shared across algorithms
+where the meaning is shared (``lr``, ``gamma``, ``num_envs``, ``hidden_dim``...). Field metadata
+carries the allowed range, so one validator serves every algorithm and the CLI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config value or name that is not allowed; the message says what is."""
+
+
+def field(default: Any, low: float | None = None, high: float | None = None, *, low_open: bool = False,
+          choices: tuple | None = None, doc: str = "") -> Any:
+    """A dataclass field with its allowed range (``low``/``high`` inclusive unless ``low_open``)."""
+    meta = {"low": low, "high": high, "low_open": low_open, "choices": choices, "doc": doc}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass(frozen=True)
+class CommonConfig:
+    """What every algorithm shares: env, budget, batch of parallel envs, evaluation cadence."""
+
+    algo: str = field("", doc="algorithm name")
+    env: str = field("", doc="environment name (envs.names())")
+    total_steps: int = field(100_000, low=1, doc="env steps per seed (each env copy's step counts once)")
+    num_envs: int = field(16, low=1, doc="parallel environments per seed")
+    gamma: float = field(0.99, low=0.0, high=1.0, low_open=True, doc="discount")
+    lr: float = field(5e-4, low=0.0, low_open=True, doc="learning rate")
+    hidden_dim: int = field(128, low=1, doc="hidden units per layer")
+    eval_every: int = field(10, low=1, doc="updates between greedy evaluations (= one compiled chunk)")
+    eval_episodes: int = field(32, low=1, doc="greedy episodes per evaluation")
+
+
+def _base_type(tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0]
+    return tp
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: _base_type(hints[f.name]) for f in dataclasses.fields(cls)}
+
+
+def suggest(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=3, cutoff=0.5)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def parse_value(cls: type, key: str, text: str) -> Any:
+    """Turn a command-line string into the field's type, or raise ConfigError."""
+    types_ = field_types(cls)
+    if key not in types_:
+        raise ConfigError(f"unknown hyperparameter {key!r}{suggest(key, list(types_))}; "
+                          f"valid: {', '.join(sorted(types_))}")
+    tp = types_[key]
+    try:
+        if tp is bool:
+            low = text.strip().lower()
+            if low not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return low in ("true", "1", "yes")
+        if tp is int:
+            value = float(text)
+            if not value.is_integer():
+                raise ValueError
+            return int(value)
+        if tp is float:
+            value = float(text)
+            if math.isnan(value):
+                raise ValueError
+            return value
+        return tp(text)
+    except ValueError:
+        raise ConfigError(f"{key} must be a {tp.__name__}, got {text!r}") from None
+
+
+def validate(config: Any) -> Any:
+    """Check every field's type and range; return the config unchanged or raise ConfigError."""
+    types_ = field_types(type(config))
+    for f in dataclasses.fields(config):
+        value, meta, tp = getattr(config, f.name), f.metadata, types_[f.name]
+        if value is None:
+            continue
+        if tp is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if tp in (int, float, bool, str) and (not isinstance(value, tp) or (tp is int and isinstance(value, bool))):
+            raise ConfigError(f"{f.name} must be a {tp.__name__}, got {value!r}")
+        if meta.get("choices") is not None and value not in meta["choices"]:
+            raise ConfigError(f"{f.name} must be one of {', '.join(map(str, meta['choices']))}; got {value!r}")
+        low, high = meta.get("low"), meta.get("high")
+        if low is not None and (value < low or (meta.get("low_open") and value == low)):
+            op = ">" if meta.get("low_open") else ">="
+            raise ConfigError(f"{f.name} must be {op} {low}; got {value!r}")
+        if high is not None and value > high:
+            raise ConfigError(f"{f.name} must be <= {high}; got {value!r}")
+    return config
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)

@@ -1,0 +1,77 @@
+"""Flax modules shared by the algorithms.
+
+Initialisers avoid ``orthogonal()``: under a vmap over seeds on CPU its batched QR can deadlock
+XLA's intra-op pool (seen with jax 0.10). Hidden layers use LeCun-normal (Flax's default); policy
+heads a small-scale variance-scaling init so that initial policies are close to uniform.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+SMALL_HEAD = nn.initializers.variance_scaling(0.01, "fan_in", "truncated_normal")
+
+
+class Torso(nn.Module):
+    """``num_layers`` Dense+ReLU layers; with ``recurrent`` the second is replaced by a GRU cell.
+
+    Called one time step at a time: (carry [..., H], obs [..., D], reset [...]) -> (carry, features).
+    ``reset`` zeroes the carry where an episode starts, before the cell reads it.
+    """
+
+    hidden_dim: int = 128
+    num_layers: int = 3
+    recurrent: bool = False
+    layer_norm: bool = False
+
+    @nn.compact
+    def __call__(self, carry: jax.Array, obs: jax.Array, reset: jax.Array) -> tuple[jax.Array, jax.Array]:
+        x = nn.LayerNorm()(obs) if self.layer_norm else obs
+        for i in range(self.num_layers):
+            if self.recurrent and i == 1:
+                carry = jnp.where(reset[..., None], jnp.zeros_like(carry), carry)
+                carry, x = nn.GRUCell(self.hidden_dim)(carry, x)
+            else:
+                x = nn.relu(nn.Dense(self.hidden_dim)(x))
+                if self.layer_norm:
+                    x = nn.LayerNorm()(x)
+        return carry, x
+
+
+class ActorCritic(nn.Module):
+    """One agent's policy and value torsos (separate parameters) behind one apply.
+
+    Returns (new carries, action logits with unavailable actions masked, value). Logits of masked
+    actions are a large negative number rather than -inf so that probabilities and KLs stay finite.
+    """
+
+    num_actions: int
+    hidden_dim: int = 128
+    num_layers: int = 3
+    recurrent: bool = False
+    layer_norm: bool = False
+
+    @nn.compact
+    def __call__(self, carries, actor_obs, critic_obs, avail, reset):
+        torso = lambda: Torso(self.hidden_dim, self.num_layers, self.recurrent, self.layer_norm)  # noqa: E731
+        actor_carry, a = torso()(carries[0], actor_obs, reset)
+        critic_carry, c = torso()(carries[1], critic_obs, reset)
+        logits = nn.Dense(self.num_actions, kernel_init=SMALL_HEAD)(a)
+        logits = jnp.where(avail, logits, -1e9)
+        value = nn.Dense(1)(c)[..., 0]
+        return (actor_carry, critic_carry), logits, value
+
+
+def masked_log_softmax(logits: jax.Array) -> jax.Array:
+    return jax.nn.log_softmax(logits, axis=-1)
+
+
+def categorical_kl(logp_old: jax.Array, logp_new: jax.Array) -> jax.Array:
+    """Exact KL(old || new) over the last axis from log-probabilities (masked actions have p=0)."""
+    return jnp.sum(jnp.exp(logp_old) * (logp_old - logp_new), axis=-1)
+
+
+def categorical_entropy(logp: jax.Array) -> jax.Array:
+    return -jnp.sum(jnp.exp(logp) * logp, axis=-1)

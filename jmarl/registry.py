@@ -1,0 +1,69 @@
+"""Algorithm names -> (config class, learner class, preset overrides), and config resolution.
+
+Baselines are named presets of a seed algorithm's config, never separate code. Resolution order:
+the config class defaults (the paper's), then the env family's defaults, then the algorithm
+preset, then the user's overrides; the result is validated before anything compiles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import envs
+from jmarl.algos import dpo
+from jmarl.config import ConfigError, suggest, validate
+
+# name -> (config class, learner class, env defaults by name prefix, preset overrides, description)
+ALGORITHMS: dict[str, tuple[type, type, dict, dict, str]] = {
+    name: (dpo.DPOConfig, dpo.DPO, dpo.ENV_DEFAULTS, preset, desc)
+    for name, preset, desc in [
+        ("dpo", dpo.VARIANTS["dpo"], "decentralised policy optimisation (sqrt-KL + KL, adaptive betas)"),
+        ("ippo", dpo.VARIANTS["ippo"], "independent PPO (clip 0.2)"),
+        ("ippo_kl", dpo.VARIANTS["ippo_kl"], "independent PPO with an adaptive KL penalty"),
+        ("dpo_no_sqrt", dpo.VARIANTS["dpo_no_sqrt"], "DPO without the sqrt(KL) term"),
+        ("dpo_no_kl", dpo.VARIANTS["dpo_no_kl"], "DPO without the KL term"),
+    ]
+}
+
+
+def algorithm_names() -> list[str]:
+    return sorted(ALGORITHMS)
+
+
+def _lookup(algo: str):
+    if algo not in ALGORITHMS:
+        raise ConfigError(f"unknown algorithm {algo!r}{suggest(algo, algorithm_names())}; "
+                          f"valid: {', '.join(algorithm_names())}")
+    return ALGORITHMS[algo]
+
+
+def config_class(algo: str) -> type:
+    return _lookup(algo)[0]
+
+
+def env_defaults(algo: str, env: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for prefix, values in _lookup(algo)[2].items():
+        if env == prefix or (prefix.endswith("_") and env.startswith(prefix)):
+            out.update(values)
+    return out
+
+
+def make_config(algo: str, env: str, **overrides: Any) -> Any:
+    """Resolve and validate a config; unknown names or bad values raise ConfigError."""
+    cls, _, _, preset, _ = _lookup(algo)
+    if env not in envs.names():
+        raise ConfigError(f"unknown environment {env!r}{suggest(env, envs.names())}; valid: {', '.join(envs.names())}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in overrides:
+        if key not in names or key in ("algo", "env"):
+            valid = sorted(names - {"algo", "env"})
+            raise ConfigError(f"unknown hyperparameter {key!r} for {algo}{suggest(key, valid)}; "
+                              f"valid: {', '.join(valid)}")
+    values = {**env_defaults(algo, env), **preset, **overrides, "algo": algo, "env": env}
+    return validate(cls(**values))
+
+
+def make_algorithm(config: Any) -> Any:
+    return _lookup(config.algo)[1](validate(config))
