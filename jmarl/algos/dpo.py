@@ -72,7 +72,6 @@ ENV_DEFAULTS = {
     "stochastic_game": {"d_target": 0.1},
     "mpe_": {"d_target": 0.01},
     "smax_": {"d_target": 0.02, "recurrent": True},
-    "hallway": {"recurrent": True},
 }
 
 VARIANTS = {

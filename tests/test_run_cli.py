@@ -1,0 +1,55 @@
+"""experiments/run.py: rejects bad input with exit code 2 and one line, and writes its three files."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = [sys.executable, str(ROOT / "experiments" / "run.py")]
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--algo", "dpp", "--env", "hallway"], "did you mean dpo"),
+    (["--algo", "dpo", "--env", "halway"], "did you mean hallway"),
+    (["--algo", "dpo", "--env", "hallway", "--set", "lrr=3"], "did you mean lr"),
+    (["--algo", "dpo", "--env", "hallway", "--set", "lr=-1"], "lr must be > 0"),
+    (["--algo", "dpo", "--env", "hallway", "--set", "gamma=1.5"], "gamma must be <= 1"),
+    (["--algo", "dpo", "--env", "hallway", "--set", "epochs=2.5"], "epochs must be a int"),
+    (["--algo", "dpo", "--env", "hallway", "--set", "lr"], "KEY=VALUE"),
+    (["--algo", "dpo", "--env", "hallway", "--seeds", "0"], "--seeds must be >= 1"),
+    (["--algo", "dpo", "--env", "hallway", "--total-steps", "0"], "total_steps must be >= 1"),
+    (["--env", "hallway"], "--algo"),
+])
+def test_bad_input_exits_2_with_one_line(argv, needle):
+    proc = subprocess.run(RUN + argv, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_end_to_end_writes_config_metrics_and_summary(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run(RUN + ["--algo", "ippo", "--env", "hallway", "--seeds", "2", "--total-steps", "256",
+                                 "--set", "num_envs=4", "--set", "num_steps=32", "--set", "eval_every=1",
+                                 "--set", "hidden_dim=16", "--set", "epochs=2", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    config = json.loads((out / "config.json").read_text())
+    assert config["algo"] == "ippo" and config["clip"] == 0.2 and config["seeds"] == 2
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * 2  # two evaluation points (256 steps / 128 per update) x two seeds
+    assert {r["seed"] for r in rows} == {0, 1}
+    assert [r["env_steps"] for r in rows] == [128, 128, 256, 256]
+    for r in rows:
+        assert {"env_steps", "seed", "return", "won", "optimality_gap"} <= set(r)
+        assert r["optimality_gap"] == pytest.approx(5.0 - r["return"], abs=1e-5)
+    summary = json.loads((out / "summary.json").read_text())
+    assert [s["seed"] for s in summary["per_seed"]] == [0, 1]
+    assert summary["mean"]["return"] == pytest.approx(sum(r["return"] for r in rows[2:]) / 2, abs=1e-6)
+    lo, hi = summary["ci95"]["return"]
+    assert lo <= summary["mean"]["return"] <= hi
+    assert "steps/s" in proc.stdout and "95% interval" in proc.stdout
