@@ -223,8 +223,9 @@ class DPO:
             surrogate = ratio * adv
         if cfg.inv_n:
             surrogate = surrogate / self.n
+        entropy = mean(categorical_entropy(logp))
         objective = (mean(surrogate) - betas[:, 0] * mean(jnp.sqrt(kl + cfg.kl_floor)) - betas[:, 1] * mean(kl)
-                     + cfg.ent_coef * mean(categorical_entropy(logp)))
+                     + cfg.ent_coef * entropy)
         old_v = traj["values"]
         v_err = jnp.square(values - targets)
         if cfg.value_clip > 0:
@@ -232,7 +233,7 @@ class DPO:
             v_err = jnp.maximum(v_err, jnp.square(clipped - targets))
         value_loss = 0.5 * mean(v_err)
         total = jnp.sum(-objective + value_loss)
-        return total, {"value_loss": value_loss.mean(), "kl": mean(kl).mean(), "entropy": mean(categorical_entropy(logp)).mean()}
+        return total, {"value_loss": value_loss.mean(), "kl": kl.mean(), "entropy": entropy.mean()}
 
     def adapt_betas(self, betas: jax.Array, kl_per_state: jax.Array) -> jax.Array:
         """Eq. 21 (per agent by default): x omega above d_target*delta, / omega below d_target/delta."""
