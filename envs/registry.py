@@ -7,6 +7,7 @@ when asked for.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import inspect
@@ -76,7 +77,10 @@ def make(name: str, **kwargs: Any) -> MultiAgentEnv:
                 f"environment {name!r} has no option {key!r}.{_suggest(key, settable)} "
                 f"Valid options: {', '.join(settable) if settable else '(none)'}"
             )
-    return factory(**entry.preset, **kwargs)
+    env = factory(**entry.preset, **kwargs)
+    # one factory serves several names (presets): the spec reports the name the user asked for
+    env.spec = dataclasses.replace(env.spec, name=name)
+    return env
 
 
 def options(name: str) -> dict[str, Any]:
@@ -90,7 +94,9 @@ def options(name: str) -> dict[str, Any]:
     }
 
 
-def wrap(env: MultiAgentEnv, *, agent_id: bool = False, last_action: bool = False, auto_reset: bool = True) -> MultiAgentEnv:
+def wrap(
+    env: MultiAgentEnv, *, agent_id: bool = False, last_action: bool = False, auto_reset: bool = True
+) -> MultiAgentEnv:
     """Apply the standard wrappers in the only safe order (auto-reset outermost)."""
     if last_action:
         env = LastActionObs(env)
