@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 Array = jax.Array
@@ -148,10 +149,9 @@ class MultiAgentEnv(abc.ABC):
             )
         if not jnp.issubdtype(actions.dtype, jnp.integer):
             raise ValueError(f"{self.spec.name}: actions must be integers, got dtype {actions.dtype}")
-        if not isinstance(actions, jax.core.Tracer):
-            low, high = int(actions.min()), int(actions.max())
-            if low < 0 or high >= a:
-                raise ValueError(f"{self.spec.name}: actions must lie in [0, {a - 1}], got {actions.tolist()}")
+        concrete = concrete_or_none(actions)  # None under jit: the env's documented rule applies
+        if concrete is not None and (concrete.min() < 0 or concrete.max() >= a):
+            raise ValueError(f"{self.spec.name}: actions must lie in [0, {a - 1}], got {concrete.tolist()}")
         return actions.astype(jnp.int32)
 
     def __repr__(self) -> str:
@@ -277,6 +277,14 @@ class AgentIdObs(Wrapper):
     def step(self, key: PRNGKey, state: Any, actions: Array) -> tuple[Any, TimeStep]:
         state, ts = self.env.step(key, state, actions)
         return state, self._obs(ts)
+
+
+def concrete_or_none(x: Array) -> np.ndarray | None:
+    """The value of ``x`` when it is known at trace time (eager call), else None (traced under jit)."""
+    try:
+        return np.asarray(x)
+    except jax.errors.TracerArrayConversionError:
+        return None
 
 
 def random_actions(key: PRNGKey, avail_actions: Array) -> Array:

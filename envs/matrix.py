@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from envs.core import Array, EnvSpec, MultiAgentEnv, PRNGKey, TimeStep, make_timestep
+from envs.core import Array, EnvSpec, MultiAgentEnv, PRNGKey, TimeStep, concrete_or_none, make_timestep
 
 # TAD-PPO (tad_ppo.md) App. D.1, Table 3, exactly as printed: rows are a_2's action, columns a_1's.
 # (Rows 4 of matrices 8 and 10 are printed identically; kept as printed.)
@@ -213,7 +213,7 @@ class MatrixGame(MultiAgentEnv):
         task = jnp.asarray(task)
         if not jnp.issubdtype(task.dtype, jnp.integer) or task.shape != ():
             raise ValueError(f"task must be a scalar int, got {task.dtype} of shape {task.shape}")
-        if not isinstance(task, jax.core.Tracer) and not 0 <= int(task) < self._num_tasks:
+        if (value := concrete_or_none(task)) is not None and not 0 <= int(value) < self._num_tasks:
             raise ValueError(f"task must lie in [0, {self._num_tasks - 1}], got {int(task)}")
         task = jnp.clip(task, 0, self._num_tasks - 1).astype(jnp.int32)
         state, ts = self.reset(key)
@@ -241,7 +241,7 @@ class MatrixGame(MultiAgentEnv):
                 f"joint_actions must be ints of shape ({self._num_tasks}, {self._n}) (one joint action per "
                 f"task), got {joint.dtype} of shape {joint.shape}"
             )
-        if not isinstance(joint, jax.core.Tracer) and (int(joint.min()) < 0 or int(joint.max()) >= self._a):
+        if (value := concrete_or_none(joint)) is not None and (value.min() < 0 or value.max() >= self._a):
             raise ValueError(f"joint_actions must lie in [0, {self._a - 1}], got {joint.tolist()}")
         return self._payoff_at(jnp.arange(self._num_tasks), joint).sum()
 
