@@ -38,3 +38,19 @@ def test_learns_hallway(algo):
                                eval_every=16, hidden_dim=32, epochs=5)
     assert random_return("hallway") < 1.0
     assert (final >= 4.0).all(), final
+
+
+@pytest.mark.slow
+def test_stochastic_game_gap_to_the_dp_optimum(capsys):
+    """DPO on DPO's stochastic game: report the gap to the exact optimum. No policy can beat the
+    dynamic-programming optimum, so the gap must stay positive (a negative gap would mean a wrong
+    solver or a wrong evaluation), and the greedy return lies within the reward range [0, 25]."""
+    optimum = envs.make("stochastic_game").spec.optimal_return
+    config = jmarl.make_config("dpo", "stochastic_game", total_steps=40_960, eval_every=5)
+    _, metrics = jax.jit(jax.vmap(jmarl.make_train(config)))(jax.random.split(jax.random.PRNGKey(0), 3))
+    ret, gap = np.asarray(metrics["eval/return"]), np.asarray(metrics["eval/optimality_gap"])
+    np.testing.assert_allclose(gap, optimum - ret, atol=1e-4)
+    assert (gap > 0).all() and (ret >= 0).all() and (ret <= 25).all()
+    with capsys.disabled():
+        print(f"\nstochastic_game DPO after 40,960 steps: greedy return {ret[:, -1].mean():.2f}, "
+              f"optimum {optimum:.2f}, gap {gap[:, -1].mean():.2f}")
