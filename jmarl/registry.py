@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any
 
 import envs
-from jmarl.algos import dpo
+from jmarl.algos import dpo, tad_ppo
 from jmarl.config import ConfigError, suggest, validate
 
 # name -> (config class, learner class, env defaults by name prefix, preset overrides, description)
@@ -25,6 +25,13 @@ ALGORITHMS: dict[str, tuple[type, type, dict, dict, str]] = {
         ("dpo_no_kl", dpo.VARIANTS["dpo_no_kl"], "DPO without the KL term"),
     ]
 }
+ALGORITHMS.update({
+    name: (tad_ppo.TADPPOConfig, tad_ppo.TADPPO, tad_ppo.ENV_DEFAULTS, preset, desc)
+    for name, preset, desc in [
+        ("tad_ppo", tad_ppo.VARIANTS["tad_ppo"], "TAD-PPO: sequential PPO over previous-action attention, distilled"),
+        ("mappo", tad_ppo.VARIANTS["mappo"], "MAPPO (TAD-PPO without previous-action attention)"),
+    ]
+})
 
 
 def algorithm_names() -> list[str]:

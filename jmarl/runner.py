@@ -6,7 +6,8 @@ appends metrics, so nothing inside the compiled program grows with training leng
 Results directory (keys are stable; other tools read them):
 - ``config.json``: the resolved config plus ``seeds``, ``base_seed`` and the jmarl/jax versions;
 - ``metrics.jsonl``: one line per evaluation point and seed: ``env_steps``, ``seed``, ``return`` and,
-  where the env defines them, ``won`` and ``optimality_gap`` (plus ``train/...`` statistics);
+  where the env defines them, ``won`` and ``optimality_gap``; for TAD-PPO also ``score`` (matrix games)
+  and the sequential policy's ``return_sequential`` etc. (see EVAL_KEYS), plus ``train/...`` statistics;
 - ``summary.json``: ``per_seed`` (the final evaluation of each seed, same keys) and ``mean`` /
   ``ci95`` (mean across seeds and a 95% bootstrap interval) of every evaluation key.
 """
@@ -26,7 +27,11 @@ import numpy as np
 from jmarl.core import make_chunk, plan
 from jmarl.registry import make_algorithm
 
-EVAL_KEYS = ("return", "won", "optimality_gap")
+# Evaluation keys in the order they are reported; each appears only where the algorithm and env define it.
+# ``_sequential``: TAD-PPO's sequential (coordination) policy beside its decentralised one; ``score``:
+# the matrix-game score of the greedy joint action (TAD-PPO on matrix games).
+EVAL_KEYS = ("return", "won", "optimality_gap", "score", "return_sequential", "won_sequential",
+             "optimality_gap_sequential", "score_sequential")
 
 
 def seed_keys(base_seed: int, seeds: int) -> jax.Array:
