@@ -26,6 +26,7 @@ import optax
 from flax import struct
 
 import envs
+from jmarl import onpolicy
 from jmarl.config import CommonConfig, field
 from jmarl.evaluate import evaluate_greedy
 from jmarl.networks import ActorCritic, categorical_entropy, categorical_kl
@@ -102,9 +103,7 @@ class DPO:
 
     def __init__(self, config: DPOConfig):
         self.config = config
-        if config.num_envs % config.num_minibatches:
-            raise ValueError(f"num_envs ({config.num_envs}) must be divisible by num_minibatches "
-                             f"({config.num_minibatches})")
+        onpolicy.check_minibatches(config.num_envs, config.num_minibatches)
         self.env = envs.wrap(envs.make(config.env), agent_id=config.share_params)
         spec = self.env.spec
         self.n, self.num_actions = spec.num_agents, spec.num_actions
@@ -190,12 +189,7 @@ class DPO:
             return (env_state, next_ts, new_carries, next_ts.done), out
 
         params = state.params
-        init = (state.env_state, state.timestep, state.carries, state.episode_start)
-        key, k_roll = jax.random.split(state.key)
-        (env_state, ts, carries, start), traj = jax.lax.scan(step, init, jax.random.split(k_roll, cfg.num_steps))
-        state = state.replace(env_state=env_state, timestep=ts, carries=carries, episode_start=start, key=key,
-                              env_steps=state.env_steps + self.steps_per_update)
-        return state, traj
+        return onpolicy.rollout(state, step, cfg.num_steps, self.steps_per_update)
 
     def _replay(self, params, carries0, traj):
         """Recompute logits and values over a trajectory [T, E, ...] from the rollout's first carries."""
@@ -258,7 +252,6 @@ class DPO:
                            traj["terminated"][..., None], traj["done"][..., None], cfg.gamma, cfg.gae_lambda)
         adv = normalise(adv, axis=(0, 1))  # per agent over the batch
         grad_fn = jax.grad(self.loss, has_aux=True)
-        mb = cfg.num_envs // cfg.num_minibatches
 
         def apply_grads(params, opt_state, grads):
             if cfg.share_params:
@@ -267,22 +260,16 @@ class DPO:
                 updates, opt_state = jax.vmap(self.tx.update)(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state
 
-        def epoch(carry, key):
+        def minibatch(carry, idx):
             params, opt_state = carry
-            perm = jax.random.permutation(key, cfg.num_envs).reshape(cfg.num_minibatches, mb)
-
-            def minibatch(carry, idx):
-                params, opt_state = carry
-                take = lambda x: jnp.take(x, idx, axis=1)  # noqa: E731  envs are axis 1 of [T, E, ...]
-                c0 = jax.tree.map(lambda c: jnp.take(c, idx, axis=1), carries0)  # carries are [N, E, H]
-                grads, stats = grad_fn(params, state.betas, c0, jax.tree.map(take, traj), take(adv), take(targets))
-                return apply_grads(params, opt_state, grads), stats
-
-            return jax.lax.scan(minibatch, (params, opt_state), perm)
+            take = lambda x: jnp.take(x, idx, axis=1)  # noqa: E731  envs are axis 1 of [T, E, ...]
+            c0 = jax.tree.map(lambda c: jnp.take(c, idx, axis=1), carries0)  # carries are [N, E, H]
+            grads, stats = grad_fn(params, state.betas, c0, jax.tree.map(take, traj), take(adv), take(targets))
+            return apply_grads(params, opt_state, grads), stats
 
         key, k_epochs = jax.random.split(state.key)
-        (params, opt_state), stats = jax.lax.scan(epoch, (state.params, state.opt_state),
-                                                  jax.random.split(k_epochs, cfg.epochs))
+        (params, opt_state), stats = onpolicy.minibatch_epochs(state.params, state.opt_state, k_epochs, cfg.epochs,
+                                                               cfg.num_envs, cfg.num_minibatches, minibatch)
         logp_new, _ = self._replay(params, carries0, traj)
         kl_final = categorical_kl(traj["logp"], logp_new)
         betas = self.adapt_betas(state.betas, kl_final)
@@ -293,12 +280,7 @@ class DPO:
         return state, metrics
 
     def update(self, state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
-        carries0 = state.carries
-        state, traj = self.collect(state)
-        state, metrics = self.learn(state, carries0, traj)
-        done = traj["done"].astype(jnp.float32)
-        metrics["episode_return"] = (traj["ep_return"] * done).sum() / jnp.maximum(done.sum(), 1.0)
-        return state, metrics
+        return onpolicy.update(self, state)
 
     def act(self, params, carries, obs, avail, reset, key=None, greedy: bool = True):
         """Decentralised execution: each agent from its own observation; obs [E, N, D]."""

@@ -70,6 +70,7 @@ from flax import struct
 
 import envs
 from envs.matrix import MatrixGame
+from jmarl import onpolicy
 from jmarl.config import CommonConfig, field
 from jmarl.evaluate import evaluate_greedy
 from jmarl.networks import SMALL_HEAD, Torso, categorical_entropy
@@ -367,9 +368,7 @@ class TADPPO:
 
     def __init__(self, config: TADPPOConfig):
         self.config = cfg = config
-        if cfg.num_envs % cfg.num_minibatches:
-            raise ValueError(f"num_envs ({cfg.num_envs}) must be divisible by num_minibatches "
-                             f"({cfg.num_minibatches})")
+        onpolicy.check_minibatches(cfg.num_envs, cfg.num_minibatches)
         self.env = envs.wrap(envs.make(cfg.env), agent_id=True, last_action=cfg.last_action)
         spec = self.env.spec
         self.n, self.num_actions = spec.num_agents, spec.num_actions
@@ -495,12 +494,7 @@ class TADPPO:
                 out["distill_actions"] = self.sample_actions(params, h, ts.avail_actions, None, greedy=True)[0]
             return (env_state, next_ts, (actor_carry, critic_carry), next_ts.done), out
 
-        init = (state.env_state, state.timestep, state.carries, state.episode_start)
-        key, k_roll = jax.random.split(state.key)
-        (env_state, ts, carries, start), traj = jax.lax.scan(step, init, jax.random.split(k_roll, cfg.num_steps))
-        state = state.replace(env_state=env_state, timestep=ts, carries=carries, episode_start=start, key=key,
-                              env_steps=state.env_steps + self.steps_per_update)
-        return state, traj
+        return onpolicy.rollout(state, step, cfg.num_steps, self.steps_per_update)
 
     def replay(self, params, carries0, traj):
         """Torso features over a trajectory [T, E, ...] from the rollout's first carries (scan over time),
@@ -582,36 +576,25 @@ class TADPPO:
         if cfg.norm_adv:
             adv = normalise(adv)
         grad_fn = jax.grad(self.loss, has_aux=True)
-        mb = cfg.num_envs // cfg.num_minibatches
         ent_coef = self.entropy_coef(state.update_count)
 
-        def epoch(carry, key):
-            perm = jax.random.permutation(key, cfg.num_envs).reshape(cfg.num_minibatches, mb)
-
-            def minibatch(carry, idx):
-                params, opt_state = carry
-                take = lambda x: jnp.take(x, idx, axis=1)  # noqa: E731  envs are axis 1 of [T, E, ...]
-                c0 = jax.tree.map(lambda c: jnp.take(c, idx, axis=0), carries0)  # carries are [E, N, H]
-                grads, stats = grad_fn(params, c0, jax.tree.map(take, traj), take(adv), take(targets), ent_coef)
-                updates, opt_state = self.tx.update(grads, opt_state, params)
-                return (optax.apply_updates(params, updates), opt_state), stats
-
-            return jax.lax.scan(minibatch, carry, perm)
+        def minibatch(carry, idx):
+            params, opt_state = carry
+            take = lambda x: jnp.take(x, idx, axis=1)  # noqa: E731  envs are axis 1 of [T, E, ...]
+            c0 = jax.tree.map(lambda c: jnp.take(c, idx, axis=0), carries0)  # carries are [E, N, H]
+            grads, stats = grad_fn(params, c0, jax.tree.map(take, traj), take(adv), take(targets), ent_coef)
+            updates, opt_state = self.tx.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), stats
 
         key, k_epochs = jax.random.split(state.key)
-        (params, opt_state), stats = jax.lax.scan(epoch, (state.params, state.opt_state),
-                                                  jax.random.split(k_epochs, cfg.epochs))
+        (params, opt_state), stats = onpolicy.minibatch_epochs(state.params, state.opt_state, k_epochs, cfg.epochs,
+                                                               cfg.num_envs, cfg.num_minibatches, minibatch)
         state = state.replace(params=params, opt_state=opt_state, value_norm=value_norm, key=key,
                               update_count=state.update_count + 1)
         return state, {**{k: v.mean() for k, v in stats.items()}, "ent_coef": ent_coef}
 
     def update(self, state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
-        carries0 = state.carries
-        state, traj = self.collect(state)
-        state, metrics = self.learn(state, carries0, traj)
-        done = traj["done"].astype(jnp.float32)
-        metrics["episode_return"] = (traj["ep_return"] * done).sum() / jnp.maximum(done.sum(), 1.0)
-        return state, metrics
+        return onpolicy.update(self, state)
 
     def act(self, params, carry, obs, avail, reset, key=None, greedy: bool = True, sequential: bool = False):
         """One env step for a batch: obs [B, N, D], carry [B, N, H], reset [B] -> (carry, actions [B, N]).

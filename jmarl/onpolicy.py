@@ -1,0 +1,64 @@
+"""What every on-policy learner (DPO, TAD-PPO and their baselines) does the same way.
+
+A learner supplies the per-step function of its rollout and the gradient step of one minibatch; this
+module owns the scan over env steps (keys, env-step counter), the epochs x minibatches loop over the
+parallel envs (whole env rows, so recurrent sequences stay intact), and ``update`` = collect + learn.
+The learner's TrainState must have ``env_state, timestep, carries, episode_start, key, env_steps``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jmarl.config import ConfigError
+
+RolloutCarry = tuple[Any, Any, Any, jax.Array]  # (env_state, timestep, policy carries, episode_start)
+
+
+def rollout(state: Any, step: Callable[[RolloutCarry, jax.Array], tuple[RolloutCarry, dict]], num_steps: int,
+            steps_per_update: int) -> tuple[Any, dict[str, jax.Array]]:
+    """Scan ``step(carry, key) -> (carry, record)`` for ``num_steps``; returns (state, records [T, E, ...])."""
+    init = (state.env_state, state.timestep, state.carries, state.episode_start)
+    key, k_roll = jax.random.split(state.key)
+    (env_state, ts, carries, start), traj = jax.lax.scan(step, init, jax.random.split(k_roll, num_steps))
+    state = state.replace(env_state=env_state, timestep=ts, carries=carries, episode_start=start, key=key,
+                          env_steps=state.env_steps + steps_per_update)
+    return state, traj
+
+
+def minibatch_epochs(params: Any, opt_state: Any, key: jax.Array, epochs: int, num_envs: int, num_minibatches: int,
+                     sgd_step: Callable[[tuple[Any, Any], jax.Array], tuple[tuple[Any, Any], dict]]):
+    """``epochs`` passes, each over a fresh permutation of the envs split into ``num_minibatches``;
+    ``sgd_step((params, opt_state), env_indices)`` does one gradient step. Returns ((params, opt_state),
+    stats stacked [epochs, minibatches])."""
+    size = num_envs // num_minibatches
+
+    def epoch(carry, k):
+        perm = jax.random.permutation(k, num_envs).reshape(num_minibatches, size)
+        return jax.lax.scan(sgd_step, carry, perm)
+
+    return jax.lax.scan(epoch, (params, opt_state), jax.random.split(key, epochs))
+
+
+def completed_episode_return(traj: dict[str, jax.Array]) -> jax.Array:
+    """Mean return of the episodes that ended during the rollout (0 if none did)."""
+    done = traj["done"].astype(jnp.float32)
+    return (traj["ep_return"] * done).sum() / jnp.maximum(done.sum(), 1.0)
+
+
+def update(learner: Any, state: Any) -> tuple[Any, dict[str, jax.Array]]:
+    """One iteration: ``learner.collect`` then ``learner.learn`` from the rollout's first carries."""
+    carries0 = state.carries
+    state, traj = learner.collect(state)
+    state, metrics = learner.learn(state, carries0, traj)
+    metrics["episode_return"] = completed_episode_return(traj)
+    return state, metrics
+
+
+def check_minibatches(num_envs: int, num_minibatches: int) -> None:
+    if num_envs % num_minibatches:
+        raise ConfigError(f"num_envs ({num_envs}) must be divisible by num_minibatches ({num_minibatches})")
