@@ -1,7 +1,8 @@
-"""Train an algorithm on an environment over several seeds in one compiled program.
+"""Train an algorithm on an environment over several seeds (and sweep points) in one compiled program.
 
-    python experiments/run.py --algo dpo --env matrix_dpo4 --seeds 8 --total-steps 20000 \
-        --set lr=1e-3 --set epochs=10 --out runs/dpo_matrix
+    python experiments/run.py --algo dpo --env matrix_dpo4 --seeds 8 --total-steps 20000 \\
+        --set epochs=10 --sweep lr=1e-3,3e-4 --out runs/dpo_matrix
+    python experiments/run.py --resume runs/dpo_matrix      # continue from the latest checkpoint
 
 Invalid input (unknown algorithm, env or hyperparameter, bad value) exits with code 2 and a
 one-line message before anything is compiled.
@@ -17,8 +18,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import envs  # noqa: E402
 import jmarl  # noqa: E402
+from jmarl.checkpoint import CheckpointError  # noqa: E402
 from jmarl.config import ConfigError, parse_value  # noqa: E402
 from jmarl.registry import config_class  # noqa: E402
+
+# Options that define a run; --resume takes them from the run's config.json instead.
+RUN_DEFINING = ("algo", "env", "set", "sweep", "seeds", "seed", "total_steps")
 
 
 class Parser(argparse.ArgumentParser):
@@ -28,19 +33,37 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> Parser:
     p = Parser(prog="run.py", description=__doc__.splitlines()[0])
-    p.add_argument("--algo", required=True, help=f"one of: {', '.join(jmarl.algorithm_names())}")
-    p.add_argument("--env", required=True, help="an environment name (see README)")
-    p.add_argument("--seeds", type=int, default=1, help="number of seeds, vmapped in one program")
-    p.add_argument("--seed", type=int, default=0, help="base seed")
+    p.add_argument("--algo", help=f"one of: {', '.join(jmarl.algorithm_names())}")
+    p.add_argument("--env", help="an environment name (see README)")
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds, vmapped in one program (default 1)")
+    p.add_argument("--seed", type=int, default=None, help="base seed (default 0)")
     p.add_argument("--total-steps", type=int, default=None, help="env steps per seed")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a hyperparameter")
-    p.add_argument("--out", default=None, help="results directory (config.json, metrics.jsonl, summary.json)")
+    p.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
+                   help="sweep a hyperparameter (repeatable; the grid x seeds is one vmapped axis for traced keys)")
+    p.add_argument("--out", default=None, help="results directory (config, metrics, summary, plots, checkpoints)")
+    p.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR from its latest checkpoint")
+    p.add_argument("--devices", type=int, default=None, help="use the first K devices (default: all visible)")
+    p.add_argument("--distributed", action="store_true",
+                   help="call jax.distributed.initialize() (multi-host; automatic when JAX_COORDINATOR_ADDRESS is set)")
+    p.add_argument("--checkpoint-every", type=int, default=None, metavar="UPDATES",
+                   help="updates between checkpoints, rounded up to whole chunks (default: a tenth of the run; "
+                        "0: only at the end)")
+    p.add_argument("--keep-checkpoints", type=int, default=3, help="how many recent checkpoints to keep")
+    p.add_argument("--no-checkpoints", action="store_true", help="write no checkpoints")
+    p.add_argument("--no-plots", action="store_true", help="skip the learning-curve PNGs")
     return p
 
 
 def resolve(args: argparse.Namespace):
-    if args.seeds < 1:
-        raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
+    """(config, run options) from the command line; raises ConfigError on bad input."""
+    if args.algo is None:
+        raise ConfigError("the following arguments are required: --algo (or --resume DIR)")
+    if args.env is None:
+        raise ConfigError("the following arguments are required: --env (or --resume DIR)")
+    seeds = 1 if args.seeds is None else args.seeds
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     cls = config_class(args.algo)
     if args.env not in envs.names():
         jmarl.make_config(args.algo, args.env)  # raises with suggestions
@@ -52,19 +75,46 @@ def resolve(args: argparse.Namespace):
         overrides[key.strip()] = parse_value(cls, key.strip(), value)
     if args.total_steps is not None:
         overrides["total_steps"] = args.total_steps
-    return jmarl.make_config(args.algo, args.env, **overrides)
+    config = jmarl.make_config(args.algo, args.env, **overrides)
+    from jmarl.sweep import parse_sweeps
+
+    sweep = parse_sweeps(args.algo, args.sweep)
+    both = sorted(set(sweep) & set(overrides))
+    if both:
+        raise ConfigError(f"{', '.join(both)} given to both --set and --sweep; use one")
+    return config, dict(seeds=seeds, base_seed=args.seed or 0, sweep=sweep)
+
+
+def resolve_resume(args: argparse.Namespace):
+    """(config, run options) from a results directory's config.json."""
+    given = [f"--{name.replace('_', '-')}" for name in RUN_DEFINING if getattr(args, name) not in (None, [])]
+    if given:
+        raise ConfigError(f"--resume continues a run with its own settings; drop {', '.join(given)}")
+    from jmarl.runner import read_run
+
+    config, meta = read_run(args.resume)
+    if args.checkpoint_every is None:
+        args.checkpoint_every = meta.get("checkpoint_every")
+    sweep = {k: tuple(v) for k, v in meta.get("sweep", {}).items()}
+    return config, dict(seeds=meta["seeds"], base_seed=meta["base_seed"], sweep=sweep)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        config = resolve(args)
-    except ConfigError as err:
-        parser.error(str(err))
-    from jmarl.runner import run
+    from jmarl.devices import initialize_distributed
 
-    run(config, args.seeds, args.out, base_seed=args.seed)
+    initialize_distributed(args.distributed)
+    try:
+        config, options = resolve_resume(args) if args.resume else resolve(args)
+        out = args.resume or args.out
+        from jmarl.runner import run
+
+        run(config, out_dir=out, devices=args.devices, checkpoint_every=args.checkpoint_every,
+            keep_checkpoints=args.keep_checkpoints, checkpoints=not args.no_checkpoints,
+            resume=args.resume is not None, plots=not args.no_plots, **options)
+    except (ConfigError, CheckpointError) as err:
+        parser.error(str(err))
     return 0
 
 

@@ -1,0 +1,92 @@
+"""The run axis (sweep points x seeds) laid across devices with ``jax.sharding``.
+
+One 1-D mesh named ``runs`` over the first K visible devices (all hosts' devices under a multi-host
+launch); every leaf of the vmapped train state and metrics has the run axis first and is split
+along it (``NamedSharding(mesh, P("runs"))``). Runs are independent, so the compiled program needs
+no communication. The axis is padded to a multiple of K by repeating the last run; padded runs are
+computed and then dropped. Arrays are built with ``jax.make_array_from_callback`` and read back with
+``process_allgather`` so the same code serves one process and a multi-host launch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jmarl.config import ConfigError
+
+AXIS = "runs"
+
+# Environment variables that announce a multi-process launch jax.distributed.initialize() can read.
+_LAUNCH_VARIABLES = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS")
+
+
+def initialize_distributed(force: bool = False) -> bool:
+    """Call ``jax.distributed.initialize()`` for a multi-host launch (``force``, or a coordinator
+    address in the environment); it must run before anything touches a device. Returns whether it ran."""
+    if not (force or any(os.environ.get(v) for v in _LAUNCH_VARIABLES)):
+        return False
+    jax.distributed.initialize()
+    return True
+
+
+def is_main_process() -> bool:
+    """Only process 0 logs and writes results files (every process takes part in checkpoints)."""
+    return jax.process_index() == 0
+
+
+def make_mesh(num_devices: int | None = None) -> Mesh:
+    """A 1-D mesh over the first ``num_devices`` devices (all when None)."""
+    available = jax.devices()
+    if num_devices is None:
+        num_devices = len(available)
+    if not 1 <= num_devices <= len(available):
+        raise ConfigError(f"--devices must be between 1 and the {len(available)} visible device(s); "
+                          f"got {num_devices}")
+    return Mesh(np.array(available[:num_devices]), (AXIS,))
+
+
+def padded_size(runs: int, mesh: Mesh) -> int:
+    """The run axis rounded up to a multiple of the device count."""
+    k = mesh.devices.size
+    return math.ceil(runs / k) * k
+
+
+def run_sharding(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec(AXIS))
+
+
+def pad_runs(tree: Any, size: int) -> Any:
+    """Repeat the last run so that every leaf's leading axis has ``size`` entries (NumPy leaves)."""
+
+    def pad(x):
+        x = np.asarray(x)
+        extra = size - x.shape[0]
+        return x if extra == 0 else np.concatenate([x, np.repeat(x[-1:], extra, axis=0)])
+
+    return jax.tree.map(pad, tree)
+
+
+def put_runs(tree: Any, mesh: Mesh) -> Any:
+    """Host NumPy leaves (leading axis = the padded run axis, the same on every process) -> global
+    arrays split along the run axis; each process fills only the shards its devices hold."""
+    sharding = run_sharding(mesh)
+
+    def put(x):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    return jax.tree.map(put, tree)
+
+
+def fetch(tree: Any) -> Any:
+    """Global arrays -> NumPy on every process (an all-gather across hosts where needed)."""
+    if jax.process_count() > 1:
+        return multihost_utils.process_allgather(tree, tiled=True)
+    return jax.device_get(tree)
