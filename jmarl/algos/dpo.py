@@ -101,6 +101,10 @@ class TrainState:
 class DPO:
     """The decentralised on-policy learner; see the module docstring for the objectives."""
 
+    # Config keys read only as traced numbers, so a sweep over them is one vmapped program (jmarl/sweep.py).
+    sweepable = ("lr", "max_grad_norm", "gamma", "gae_lambda", "ent_coef", "beta_init", "d_target", "delta", "omega",
+                 "beta_min", "beta_max", "kl_floor")
+
     def __init__(self, config: DPOConfig):
         self.config = config
         onpolicy.check_minibatches(config.num_envs, config.num_minibatches)
@@ -289,6 +293,11 @@ class DPO:
         if greedy:
             return carries, jnp.argmax(logits, axis=-1).astype(jnp.int32)
         return carries, jax.random.categorical(key, logits).astype(jnp.int32)
+
+    def greedy_policy(self, params, batch: int):
+        """(initial carry, policy) for ``batch`` parallel episodes in ``evaluate_greedy``'s form: decentralised
+        greedy execution for tools that only hold parameters (exported policies, rendering)."""
+        return self.init_carries(batch), lambda carry, obs, avail, reset: self.act(params, carry, obs, avail, reset)
 
     def evaluate(self, state: TrainState) -> dict[str, jax.Array]:
         cfg = self.config

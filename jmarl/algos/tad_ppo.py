@@ -366,6 +366,10 @@ def _take(logp: jax.Array, actions: jax.Array) -> jax.Array:
 class TADPPO:
     """TAD-PPO (``attention=True``) or MAPPO (``attention=False``); see the module docstring."""
 
+    # Config keys read only as traced numbers, so a sweep over them is one vmapped program (jmarl/sweep.py).
+    sweepable = ("lr", "adam_eps", "max_grad_norm", "gamma", "gae_lambda", "clip", "ent_coef", "ent_coef_final",
+                 "value_coef", "value_norm_beta", "distill_coef")
+
     def __init__(self, config: TADPPOConfig):
         self.config = cfg = config
         onpolicy.check_minibatches(cfg.num_envs, cfg.num_minibatches)
@@ -606,6 +610,11 @@ class TADPPO:
         if sequential:
             return carry, self.sample_actions(params, h, avail, key, greedy)[0]
         return carry, _choose(self.decentralised_logits(params, h, avail), key, greedy)
+
+    def greedy_policy(self, params, batch: int):
+        """(initial carry, policy) for ``batch`` parallel episodes in ``evaluate_greedy``'s form: the decentralised
+        greedy policy (pi_E; MAPPO's own policy) for tools that only hold parameters (exported policies, rendering)."""
+        return self.init_carries(batch)[0], lambda carry, obs, avail, reset: self.act(params, carry, obs, avail, reset)
 
     def matrix_score(self, params, sequential: bool = False) -> jax.Array:
         """Matrix games: sum over tasks of the payoff of the greedy joint action (TAD's score, optimum 100
