@@ -9,9 +9,10 @@ simpler and has fixed shapes.
 Layout (C = capacity, T = episode limit, a leading capacity axis, one episode per slot):
 
 - ``obs [C, T+1, N, obs_dim]`` and ``state [C, T+1, S]`` in ``dtype`` (float32, or bfloat16 to halve
-  memory), ``avail [C, T+1, N, A]`` bool. Index ``t+1`` holds the observation *after* step ``t``: for
-  the last step of an episode that is the terminal/truncation observation (``info["final_obs"]`` etc.
-  of the auto-reset env), so bootstrapping a truncated last step reads ``obs[t+1]``.
+  memory, kept as its uint16 bit pattern), ``avail [C, T+1, N, A]`` bool. Index ``t+1`` holds the
+  observation *after* step ``t``: for the last step of an episode that is the terminal/truncation
+  observation (``info["final_obs"]`` etc. of the auto-reset env), so bootstrapping a truncated last step
+  reads ``obs[t+1]``.
 - ``actions [C, T, N]`` int32, ``reward [C, T]`` float32, ``terminated [C, T]`` bool and
   ``mask [C, T]`` bool (step t is a real step), plus ``complete [C]`` (the slot holds a finished episode).
 
@@ -41,6 +42,21 @@ from flax import struct
 from envs import EnvSpec
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# bfloat16 is stored as its uint16 bit pattern: XLA:CPU scatters bfloat16 arrays by converting the whole
+# array to float32 and back (a full copy per env step), while integer scatters update in place.
+_STORAGE = {"float32": jnp.float32, "bfloat16": jnp.uint16}
+
+
+def _encode(x: jax.Array, storage: Any) -> jax.Array:
+    if storage == jnp.uint16:
+        return jax.lax.bitcast_convert_type(x.astype(jnp.bfloat16), jnp.uint16)
+    return x.astype(storage)
+
+
+def _decode(x: jax.Array) -> jax.Array:
+    if x.dtype == jnp.uint16:
+        return jax.lax.bitcast_convert_type(x, jnp.bfloat16).astype(jnp.float32)
+    return x.astype(jnp.float32)
 
 
 @struct.dataclass
@@ -96,7 +112,7 @@ def init_buffer(spec: EnvSpec, capacity: int, num_envs: int, dtype: str = "float
         raise ValueError(f"replay capacity ({capacity}) must be at least 2 x num_envs ({2 * num_envs})")
     if dtype not in DTYPES:
         raise ValueError(f"buffer dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
-    c, t, n, a, fdt = capacity, spec.episode_limit, spec.num_agents, spec.num_actions, DTYPES[dtype]
+    c, t, n, a, fdt = capacity, spec.episode_limit, spec.num_agents, spec.num_actions, _STORAGE[dtype]
     return EpisodeBuffer(
         obs=jnp.zeros((c, t + 1, n, spec.obs_dim), fdt),
         state=jnp.zeros((c, t + 1, spec.state_dim), fdt),
@@ -150,10 +166,10 @@ def add_step(
     terminal one where the episode ended, i.e. ``info["final_*"]``); ``done`` = terminated or truncated.
     """
     slot, row = buf.write_slot, buf.write_step
-    fdt = buf.obs.dtype
+    enc = lambda x: _encode(x, buf.obs.dtype)  # noqa: E731
     buf = buf.replace(
-        obs=buf.obs.at[slot, row].set(obs.astype(fdt)).at[slot, row + 1].set(next_obs.astype(fdt)),
-        state=buf.state.at[slot, row].set(state.astype(fdt)).at[slot, row + 1].set(next_state.astype(fdt)),
+        obs=buf.obs.at[slot, row].set(enc(obs)).at[slot, row + 1].set(enc(next_obs)),
+        state=buf.state.at[slot, row].set(enc(state)).at[slot, row + 1].set(enc(next_state)),
         avail=buf.avail.at[slot, row].set(avail).at[slot, row + 1].set(next_avail),
         actions=buf.actions.at[slot, row].set(actions.astype(jnp.int32)),
         reward=buf.reward.at[slot, row].set(reward.astype(jnp.float32)),
@@ -180,8 +196,8 @@ def sample(buf: EpisodeBuffer, key: jax.Array, batch_size: int) -> Episodes:
     idx = jax.random.categorical(key, logits, shape=(batch_size,))
     take = lambda x: jnp.take(x, idx, axis=0)  # noqa: E731
     return Episodes(
-        obs=take(buf.obs).astype(jnp.float32),
-        state=take(buf.state).astype(jnp.float32),
+        obs=_decode(take(buf.obs)),
+        state=_decode(take(buf.state)),
         avail=take(buf.avail),
         actions=take(buf.actions),
         reward=take(buf.reward),
@@ -194,8 +210,8 @@ def episode(buf: EpisodeBuffer, slot: int) -> dict[str, Any]:
     """One slot as NumPy arrays cut to its real length (for tests and inspection)."""
     length = int(np.asarray(buf.mask[slot]).sum())
     return {
-        "obs": np.asarray(buf.obs[slot, : length + 1], np.float32),
-        "state": np.asarray(buf.state[slot, : length + 1], np.float32),
+        "obs": np.asarray(_decode(buf.obs[slot, : length + 1])),
+        "state": np.asarray(_decode(buf.state[slot, : length + 1])),
         "avail": np.asarray(buf.avail[slot, : length + 1]),
         "actions": np.asarray(buf.actions[slot, :length]),
         "reward": np.asarray(buf.reward[slot, :length]),
