@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any
 
 import envs
-from jmarl.algos import dpo, tad_ppo
+from jmarl.algos import dpo, remix, tad_ppo
 from jmarl.config import ConfigError, suggest, validate
 
 # name -> (config class, learner class, env defaults by name prefix, preset overrides, description)
@@ -32,6 +32,21 @@ ALGORITHMS.update({
         ("mappo", tad_ppo.VARIANTS["mappo"], "MAPPO (TAD-PPO without previous-action attention)"),
     ]
 })
+# ----- value decomposition: ReMIX and its baselines (jmarl/algos/remix.py) -----
+ALGORITHMS.update({
+    name: (remix.ReMIXConfig, remix.ReMIX, remix.ENV_DEFAULTS, remix.VARIANTS[name], desc)
+    for name, desc in [
+        ("remix", "ReMIX: QMIX with regret-minimising projection weights over an unrestricted Q*"),
+        ("qmix", "QMIX (pymarl2: hypernetwork mixer, TD(lambda), double Q)"),
+        ("vdn", "VDN (sum of agent utilities)"),
+        ("ow_qmix", "optimistically weighted QMIX (WQMIX, alpha 0.1)"),
+        ("cw_qmix", "centrally weighted QMIX (WQMIX, alpha 0.1)"),
+        ("remix_no_bellman", "ReMIX without the Bellman-error factor"),
+        ("remix_no_under", "ReMIX without the underestimation factor"),
+        ("remix_no_grad", "ReMIX without the mixer-gradient factor"),
+    ]
+})
+# ----- end value decomposition -----
 
 
 def algorithm_names() -> list[str]:

@@ -1,0 +1,370 @@
+"""Shared off-policy machinery for recurrent value learners (ReMIX / QMIX / VDN / WQMIX, later LAN / IQL).
+
+Everything here is independent of the loss: the config fields off-policy learners share, the linear
+epsilon schedule, pymarl2's recurrent agent Q-network, agent inputs rebuilt from stored episodes,
+streaming collection into the episode buffer (jmarl.replay), sampling, gradient steps, hard target
+updates, greedy evaluation and decentralised acting.
+
+Contract for a learner (subclass :class:`OffPolicyLearner`):
+
+- ``init_params(key) -> dict``: every network's parameters; ``params["agent"]`` must be the parameters
+  of ``self.agent`` (the decentralised Q-network that acts). The target copy has the same structure.
+- ``loss(params, target_params, batch, hparams, key) -> (scalar, stats)``: ``batch`` is a
+  :class:`jmarl.replay.Episodes` of ``batch_size`` whole episodes (batch-major: [B, T(+1), ...]);
+  ``hparams`` the dict of traced hyperparameters (``state.hparams``); ``stats`` a dict of scalars.
+  Helpers: :meth:`agent_qs` (Q-values over an episode batch), :func:`greedy`, :func:`take`,
+  :func:`td_lambda_targets`, :func:`masked_mean`.
+- ``SWEEPABLE``: config fields read from ``state.hparams`` rather than from the config, so a sweep over
+  them is a vmap over states, not a recompile (extend the base tuple).
+
+One update = ``num_steps`` steps in each of ``num_envs`` auto-reset envs (epsilon-greedy over available
+actions, GRU carries reset at episode starts, every step streamed into the buffer), then
+``train_steps`` gradient steps on ``batch_size`` episodes sampled uniformly (with replacement) from the
+complete episodes. Gradient steps leave everything unchanged until the buffer holds ``batch_size``
+complete episodes. The target networks are copied from the online ones whenever the count of completed
+episodes crosses a multiple of ``target_update_episodes``. ``env_steps`` grows by exactly
+``num_envs * num_steps`` per update.
+
+Ratio of gradient steps to collected episodes: ``train_steps`` per ``num_envs * num_steps`` env steps.
+With the defaults (8 envs, ``num_steps`` = the episode limit, 1 gradient step) that is one gradient step
+per 8 episodes when episodes run to the limit, pymarl2's ratio; shorter episodes give more episodes per
+gradient step.
+
+The agent network is pymarl2's: input = raw observation + one-hot of the agent's previous action (zeros
+at an episode's first step) + one-hot agent id, Dense(64) + ReLU, GRU(64), linear head to the actions.
+Its GRU uses a LeCun-normal recurrent kernel (Flax's default orthogonal one can deadlock XLA:CPU under
+a vmap over seeds). pymarl2's Adam (eps 1e-8) and global gradient-norm clip (10) are the optimiser.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+import envs
+from jmarl import replay
+from jmarl.config import CommonConfig, ConfigError, field
+from jmarl.evaluate import evaluate_greedy
+
+NEG = -1e9  # Q of an unavailable action when taking maxima
+
+
+@dataclasses.dataclass(frozen=True)
+class OffPolicyConfig(CommonConfig):
+    """Fields every off-policy learner shares (pymarl2's settings unless the paper says otherwise)."""
+
+    total_steps: int = field(1_000_000, low=1)
+    num_envs: int = field(8, low=1, doc="parallel envs per seed (pymarl2: 8)")
+    num_steps: int = field(0, low=0, doc="env steps per env per update (0 = the env's episode limit)")
+    train_steps: int = field(1, low=1, doc="gradient steps per update")
+    batch_size: int = field(128, low=1, doc="episodes per gradient step")
+    buffer_size: int = field(10_000, low=1, doc="replay capacity in episodes (per seed)")
+    buffer_dtype: str = field("float32", choices=("float32", "bfloat16"), doc="storage of obs and state")
+    buffer_limit_gib: float = field(4.0, low=0.0, low_open=True, doc="refuse replay buffers above this per seed")
+    target_update_episodes: int = field(200, low=1, doc="hard target copy every this many completed episodes")
+    lr: float = field(1e-3, low=0.0, low_open=True, doc="Adam learning rate")
+    adam_eps: float = field(1e-8, low=0.0, low_open=True)
+    max_grad_norm: float = field(10.0, low=0.0, low_open=True, doc="global gradient-norm clip")
+    gamma: float = field(0.99, low=0.0, high=1.0, low_open=True)
+    td_lambda: float = field(0.6, low=0.0, high=1.0, doc="lambda of the TD(lambda) targets (0 = one-step)")
+    hidden_dim: int = field(64, low=1, doc="agent network width (Dense and GRU)")
+    eps_start: float = field(0.995, low=0.0, high=1.0, doc="epsilon at step 0")
+    eps_finish: float = field(0.05, low=0.0, high=1.0, doc="epsilon after the anneal")
+    eps_anneal_steps: int = field(100_000, low=1, doc="env steps of the linear epsilon anneal")
+
+
+@struct.dataclass
+class OffPolicyState:
+    params: Any
+    target_params: Any
+    opt_state: Any
+    buffer: replay.EpisodeBuffer
+    env_state: Any
+    timestep: Any
+    hidden: jax.Array  # [E, N, H] agent GRU carries
+    last_action: jax.Array  # [E, N] int32, -1 = none (episode start)
+    episode_start: jax.Array  # [E] bool
+    hparams: dict[str, jax.Array]
+    key: jax.Array
+    env_steps: jax.Array
+    episodes: jax.Array  # completed episodes (all envs), for target updates
+    update_count: jax.Array
+    grad_steps: jax.Array  # gradient steps actually taken
+
+
+class AgentQNetwork(nn.Module):
+    """pymarl2's recurrent agent: Dense + ReLU, GRU, linear Q head; one time step per call."""
+
+    num_actions: int
+    hidden_dim: int = 64
+
+    @nn.compact
+    def __call__(self, carry: jax.Array, x: jax.Array, reset: jax.Array) -> tuple[jax.Array, jax.Array]:
+        carry = jnp.where(reset[..., None], jnp.zeros_like(carry), carry)
+        x = nn.relu(nn.Dense(self.hidden_dim)(x))
+        carry, h = nn.GRUCell(self.hidden_dim, recurrent_kernel_init=nn.initializers.lecun_normal())(carry, x)
+        return carry, nn.Dense(self.num_actions)(h)
+
+
+# ----- pure helpers -----------------------------------------------------------------------------
+
+
+def agent_inputs(obs: jax.Array, last_actions: jax.Array, num_actions: int) -> jax.Array:
+    """[..., N, obs_dim] + previous actions [..., N] (-1 = none) -> [..., N, obs_dim + A + N]."""
+    n = obs.shape[-2]
+    last = jax.nn.one_hot(last_actions, num_actions, dtype=obs.dtype)  # -1 -> all zeros
+    ids = jnp.broadcast_to(jnp.eye(n, dtype=obs.dtype), obs.shape[:-1] + (n,))
+    return jnp.concatenate([obs, last, ids], axis=-1)
+
+
+def previous_actions(actions: jax.Array) -> jax.Array:
+    """Stored actions [B, T, N] -> the previous action at each of the T+1 observations [B, T+1, N]."""
+    none = jnp.full(actions.shape[:1] + (1,) + actions.shape[2:], -1, actions.dtype)
+    return jnp.concatenate([none, actions], axis=1)
+
+
+def greedy(q: jax.Array, avail: jax.Array) -> jax.Array:
+    """Argmax over available actions (last axis)."""
+    return jnp.argmax(jnp.where(avail, q, NEG), axis=-1).astype(jnp.int32)
+
+
+def take(q: jax.Array, actions: jax.Array) -> jax.Array:
+    """q [..., A] at actions [...] -> [...]."""
+    return jnp.take_along_axis(q, actions[..., None], axis=-1)[..., 0]
+
+
+def epsilon_greedy(key: jax.Array, q: jax.Array, avail: jax.Array, epsilon: jax.Array | float) -> jax.Array:
+    """Per agent: a uniformly random available action with probability epsilon, else the greedy one."""
+    k_explore, k_random = jax.random.split(key)
+    explore = jax.random.uniform(k_explore, q.shape[:-1]) < epsilon
+    return jnp.where(explore, envs.random_actions(k_random, avail), greedy(q, avail))
+
+
+def linear_epsilon(env_steps: jax.Array, start: jax.Array, finish: jax.Array, anneal_steps: jax.Array) -> jax.Array:
+    frac = jnp.minimum(env_steps / anneal_steps, 1.0)
+    return start + (finish - start) * frac
+
+
+def td_lambda_targets(reward: jax.Array, terminated: jax.Array, mask: jax.Array, next_values: jax.Array,
+                      gamma: jax.Array | float, lam: jax.Array | float) -> jax.Array:
+    """TD(lambda) returns over padded episodes, batch-major [B, T].
+
+    ``next_values[t]`` is the target value of the observation after step t. Walking backwards:
+    G_t = r_t + gamma (1 - terminated_t) [(1 - lam) V_{t+1} + lam G_{t+1}], where G_{t+1} is replaced by
+    V_{t+1} when step t+1 is not a real step (the episode was truncated at t). Values at padded steps
+    are meaningless and must be masked by the caller. Equals pymarl2's ``build_td_lambda_targets`` when
+    truncation happens only at the episode limit.
+    """
+    valid_next = jnp.concatenate([mask[:, 1:], jnp.zeros_like(mask[:, :1])], axis=1)
+    cont = 1.0 - terminated.astype(reward.dtype)
+
+    def back(g_next, xs):
+        r, c, v, has_next = xs
+        g = r + gamma * c * jnp.where(has_next, (1 - lam) * v + lam * g_next, v)
+        return g, g
+
+    xs = tuple(jnp.swapaxes(x, 0, 1) for x in (reward, cont, next_values, valid_next))
+    _, g = jax.lax.scan(back, jnp.zeros_like(reward[:, 0]), xs, reverse=True)
+    return jnp.swapaxes(g, 0, 1)
+
+
+def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
+    m = mask.astype(x.dtype)
+    return (x * m).sum() / jnp.maximum(m.sum(), 1.0)
+
+
+def _select(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
+    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
+
+
+# ----- the learner base -------------------------------------------------------------------------
+
+
+class OffPolicyLearner:
+    """Collection, replay, gradient steps, target copies and evaluation; a subclass supplies
+    ``init_params`` and ``loss`` (see the module docstring)."""
+
+    SWEEPABLE: ClassVar[tuple[str, ...]] = ("lr", "gamma", "td_lambda", "eps_start", "eps_finish",
+                                            "eps_anneal_steps")
+
+    def __init__(self, config: OffPolicyConfig):
+        self.config = cfg = config
+        self.env = envs.wrap(envs.make(cfg.env))
+        spec = self.env.spec
+        self.spec = spec
+        self.n, self.num_actions = spec.num_agents, spec.num_actions
+        self.num_steps = cfg.num_steps or spec.episode_limit
+        self.steps_per_update = cfg.num_envs * self.num_steps
+        self._check_buffer(cfg, spec)
+        self.agent = AgentQNetwork(self.num_actions, cfg.hidden_dim)
+        self.input_dim = spec.obs_dim + self.num_actions + self.n
+        self.tx = optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm), optax.scale_by_adam(eps=cfg.adam_eps))
+
+    @staticmethod
+    def _check_buffer(cfg: OffPolicyConfig, spec: envs.EnvSpec) -> None:
+        if cfg.buffer_size < max(2 * cfg.num_envs, cfg.batch_size + cfg.num_envs):
+            raise ConfigError(
+                f"buffer_size ({cfg.buffer_size}) must be at least max(2 x num_envs, batch_size + num_envs) = "
+                f"{max(2 * cfg.num_envs, cfg.batch_size + cfg.num_envs)} (num_envs={cfg.num_envs}, "
+                f"batch_size={cfg.batch_size}): each env writes into its own slot while batches are drawn "
+                f"from complete episodes")
+        per_episode = replay.bytes_per_episode(spec, cfg.buffer_dtype)
+        gib = cfg.buffer_size * per_episode / 2**30
+        if gib > cfg.buffer_limit_gib:
+            fits = int(cfg.buffer_limit_gib * 2**30 // per_episode)
+            other = "" if cfg.buffer_dtype == "bfloat16" else ", or buffer_dtype='bfloat16' (half the float memory)"
+            raise ConfigError(
+                f"the replay buffer of {cfg.buffer_size} episodes of {spec.name} needs {gib:.1f} GiB per seed "
+                f"({per_episode / 2**20:.2f} MiB per episode), above buffer_limit_gib={cfg.buffer_limit_gib}: "
+                f"use buffer_size <= {fits}{other}, or raise buffer_limit_gib if the memory is there")
+
+    # ----- to be supplied by the learner ----------------------------------------------------------
+
+    def init_params(self, key: jax.Array) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def loss(self, params, target_params, batch: replay.Episodes, hparams: dict[str, jax.Array],
+             key: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+        raise NotImplementedError
+
+    # ----- networks over episodes and steps ---------------------------------------------------------
+
+    def init_agent(self, key: jax.Array, network: AgentQNetwork | None = None) -> Any:
+        net = network or self.agent
+        carry = jnp.zeros((1, self.n, net.hidden_dim))
+        return net.init(key, carry, jnp.zeros((1, self.n, self.input_dim)), jnp.zeros((1, self.n), bool))
+
+    def agent_qs(self, agent_params, batch: replay.Episodes, network: AgentQNetwork | None = None) -> jax.Array:
+        """Q-values [B, T+1, N, A] at every stored observation, the GRU run from zero at t = 0."""
+        net = network or self.agent
+        inputs = agent_inputs(batch.obs, previous_actions(batch.actions), self.num_actions)
+        b = inputs.shape[0]
+        no_reset = jnp.zeros((b, self.n), bool)
+
+        def step(carry, x):
+            return net.apply(agent_params, carry, x, no_reset)
+
+        carry0 = jnp.zeros((b, self.n, net.hidden_dim))
+        _, q = jax.lax.scan(step, carry0, jnp.swapaxes(inputs, 0, 1))
+        return jnp.swapaxes(q, 0, 1)
+
+    def init_carry(self, batch: int) -> tuple[jax.Array, jax.Array]:
+        return jnp.zeros((batch, self.n, self.config.hidden_dim)), jnp.full((batch, self.n), -1, jnp.int32)
+
+    def act(self, params, carry, obs, avail, reset, key: jax.Array | None = None,
+            epsilon: jax.Array | float = 0.0) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
+        """Decentralised execution for a batch: obs [B, N, D], avail [B, N, A], reset [B];
+        carry = (GRU state [B, N, H], previous actions [B, N]). Greedy when ``key`` is None."""
+        hidden, last = carry
+        last = jnp.where(reset[:, None], -1, last)
+        reset_n = jnp.broadcast_to(reset[:, None], reset.shape + (self.n,))
+        hidden, q = self.agent.apply(params["agent"], hidden, agent_inputs(obs, last, self.num_actions), reset_n)
+        actions = greedy(q, avail) if key is None else epsilon_greedy(key, q, avail, epsilon)
+        return (hidden, actions), actions
+
+    # ----- protocol ---------------------------------------------------------------------------------
+
+    def hparams(self) -> dict[str, jax.Array]:
+        return {k: jnp.asarray(getattr(self.config, k), jnp.float32) for k in self.SWEEPABLE}
+
+    def init(self, key: jax.Array) -> OffPolicyState:
+        cfg = self.config
+        k_params, k_env, k_state = jax.random.split(key, 3)
+        params = self.init_params(k_params)
+        env_state, ts = jax.vmap(self.env.reset)(jax.random.split(k_env, cfg.num_envs))
+        hidden, last = self.init_carry(cfg.num_envs)
+        zero = jnp.zeros((), jnp.int32)
+        buffer = replay.init_buffer(self.spec, cfg.buffer_size, cfg.num_envs, cfg.buffer_dtype)
+        return OffPolicyState(params, params, self.tx.init(params), buffer, env_state, ts, hidden, last,
+                              jnp.ones(cfg.num_envs, bool), self.hparams(), k_state, zero, zero, zero, zero)
+
+    def collect(self, state: OffPolicyState) -> tuple[OffPolicyState, dict[str, jax.Array]]:
+        """``num_steps`` epsilon-greedy steps in every env, streamed into the buffer."""
+        cfg, hp = self.config, state.hparams
+
+        def step(carry, xs):
+            env_state, ts, hidden, last, start, buffer = carry
+            t, key = xs
+            k_act, k_env = jax.random.split(key)
+            eps = linear_epsilon(state.env_steps + t * cfg.num_envs, hp["eps_start"], hp["eps_finish"],
+                                 hp["eps_anneal_steps"])
+            (hidden, last), actions = self.act(state.params, (hidden, last), ts.obs, ts.avail_actions, start,
+                                               k_act, eps)
+            env_state, nxt = jax.vmap(self.env.step)(jax.random.split(k_env, cfg.num_envs), env_state, actions)
+            info = nxt.info
+            buffer = replay.add_step(buffer, ts.obs, ts.state, ts.avail_actions, actions, nxt.reward,
+                                     nxt.terminated, info["final_obs"], info["final_state"],
+                                     info["final_avail_actions"], nxt.done)
+            out = {"done": nxt.done, "return": info["episode_return"], "epsilon": eps}
+            return (env_state, nxt, hidden, last, nxt.done, buffer), out
+
+        key, k_roll = jax.random.split(state.key)
+        init = (state.env_state, state.timestep, state.hidden, state.last_action, state.episode_start, state.buffer)
+        xs = (jnp.arange(self.num_steps), jax.random.split(k_roll, self.num_steps))
+        (env_state, ts, hidden, last, start, buffer), out = jax.lax.scan(step, init, xs)
+        finished = out["done"].sum(dtype=jnp.int32)
+        done = out["done"].astype(jnp.float32)
+        stats = {"episode_return": (out["return"] * done).sum() / jnp.maximum(done.sum(), 1.0),
+                 "epsilon": out["epsilon"][-1], "episodes_finished": finished.astype(jnp.float32)}
+        state = state.replace(env_state=env_state, timestep=ts, hidden=hidden, last_action=last,
+                              episode_start=start, buffer=buffer, key=key,
+                              env_steps=state.env_steps + self.steps_per_update, episodes=state.episodes + finished)
+        return state, stats
+
+    def learn(self, state: OffPolicyState) -> tuple[OffPolicyState, dict[str, jax.Array]]:
+        """``train_steps`` gradient steps, each on ``batch_size`` sampled episodes; skipped (params and
+        optimiser untouched) until the buffer holds ``batch_size`` complete episodes."""
+        cfg = self.config
+        grad_fn = jax.value_and_grad(self.loss, has_aux=True)
+        ready = state.buffer.num_complete >= cfg.batch_size
+
+        def gradient_step(carry, key):
+            params, opt_state = carry
+            k_sample, k_loss = jax.random.split(key)
+            batch = replay.sample(state.buffer, k_sample, cfg.batch_size)
+
+            def do(_):
+                (loss, stats), grads = grad_fn(params, state.target_params, batch, state.hparams, k_loss)
+                updates, new_opt = self.tx.update(grads, opt_state, params)
+                updates = jax.tree.map(lambda u: -state.hparams["lr"] * u, updates)
+                return (optax.apply_updates(params, updates), new_opt), {"loss": loss, **stats}
+
+            def skip(_):
+                shapes = jax.eval_shape(do, None)[1]
+                return (params, opt_state), jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+            return jax.lax.cond(ready, do, skip, None)
+
+        key, k_train = jax.random.split(state.key)
+        (params, opt_state), stats = jax.lax.scan(gradient_step, (state.params, state.opt_state),
+                                                  jax.random.split(k_train, cfg.train_steps))
+        state = state.replace(params=params, opt_state=opt_state, key=key,
+                              grad_steps=state.grad_steps + ready.astype(jnp.int32) * cfg.train_steps)
+        return state, {k: v.mean() for k, v in stats.items()}
+
+    def update(self, state: OffPolicyState) -> tuple[OffPolicyState, dict[str, jax.Array]]:
+        episodes_before = state.episodes
+        state, collect_stats = self.collect(state)
+        state, learn_stats = self.learn(state)
+        k = self.config.target_update_episodes
+        copy = state.episodes // k > episodes_before // k
+        state = state.replace(target_params=_select(copy, state.params, state.target_params),
+                              update_count=state.update_count + 1)
+        metrics = {**collect_stats, **learn_stats, "buffer_episodes": state.buffer.num_complete.astype(jnp.float32),
+                   "target_copy": copy.astype(jnp.float32)}
+        return state, metrics
+
+    def evaluate(self, state: OffPolicyState) -> dict[str, jax.Array]:
+        cfg = self.config
+        key = jax.random.fold_in(state.key, 0x5EED)
+
+        def policy(carry, obs, avail, reset):
+            return self.act(state.params, carry, obs, avail, reset)
+
+        return evaluate_greedy(self.env, policy, self.init_carry(cfg.eval_episodes), key, cfg.eval_episodes)
