@@ -11,6 +11,7 @@ one-line message before anything is compiled.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import jmarl  # noqa: E402
 from jmarl.checkpoint import CheckpointError  # noqa: E402
 from jmarl.config import ConfigError, parse_value  # noqa: E402
 from jmarl.registry import config_class  # noqa: E402
+from jmarl.runner import RunOptions, read_run, run, run_options  # noqa: E402
 
 # Options that define a run; --resume takes them from the run's config.json instead.
 RUN_DEFINING = ("algo", "env", "set", "sweep", "seeds", "seed", "total_steps")
@@ -44,12 +46,15 @@ def build_parser() -> Parser:
     p.add_argument("--out", default=None, help="results directory (config, metrics, summary, plots, checkpoints)")
     p.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR from its latest checkpoint")
     p.add_argument("--devices", type=int, default=None, help="use the first K devices (default: all visible)")
+    p.add_argument("--vmap-block", type=int, default=None, metavar="B",
+                   help="runs vectorised together on a device, more run in sequence (bounds memory; the same B "
+                        "gives bit-identical results on any device count; default: all of a device's runs)")
     p.add_argument("--distributed", action="store_true",
                    help="call jax.distributed.initialize() (multi-host; automatic when JAX_COORDINATOR_ADDRESS is set)")
     p.add_argument("--checkpoint-every", type=int, default=None, metavar="UPDATES",
                    help="updates between checkpoints, rounded up to whole chunks (default: a tenth of the run; "
                         "0: only at the end)")
-    p.add_argument("--keep-checkpoints", type=int, default=3, help="how many recent checkpoints to keep")
+    p.add_argument("--keep-checkpoints", type=int, default=None, help="how many recent checkpoints to keep (3)")
     p.add_argument("--no-checkpoints", action="store_true", help="write no checkpoints")
     p.add_argument("--no-plots", action="store_true", help="skip the learning-curve PNGs")
     return p
@@ -82,7 +87,15 @@ def resolve(args: argparse.Namespace):
     both = sorted(set(sweep) & set(overrides))
     if both:
         raise ConfigError(f"{', '.join(both)} given to both --set and --sweep; use one")
-    return config, dict(seeds=seeds, base_seed=args.seed or 0, sweep=sweep)
+    return config, sweep, RunOptions(seeds=seeds, base_seed=args.seed or 0, **_cli_options(args))
+
+
+def _cli_options(args: argparse.Namespace) -> dict:
+    """RunOptions fields the command line set (None: keep the default, or the resumed run's value)."""
+    values = dict(devices=args.devices, vmap_block=args.vmap_block, checkpoint_every=args.checkpoint_every,
+                  keep_checkpoints=args.keep_checkpoints, checkpoints=False if args.no_checkpoints else None,
+                  plots=False if args.no_plots else None)
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def resolve_resume(args: argparse.Namespace):
@@ -90,13 +103,9 @@ def resolve_resume(args: argparse.Namespace):
     given = [f"--{name.replace('_', '-')}" for name in RUN_DEFINING if getattr(args, name) not in (None, [])]
     if given:
         raise ConfigError(f"--resume continues a run with its own settings; drop {', '.join(given)}")
-    from jmarl.runner import read_run
-
     config, meta = read_run(args.resume)
-    if args.checkpoint_every is None:
-        args.checkpoint_every = meta.get("checkpoint_every")
     sweep = {k: tuple(v) for k, v in meta.get("sweep", {}).items()}
-    return config, dict(seeds=meta["seeds"], base_seed=meta["base_seed"], sweep=sweep)
+    return config, sweep, run_options(meta, **_cli_options(args))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,13 +115,10 @@ def main(argv: list[str] | None = None) -> int:
 
     initialize_distributed(args.distributed)
     try:
-        config, options = resolve_resume(args) if args.resume else resolve(args)
-        out = args.resume or args.out
-        from jmarl.runner import run
-
-        run(config, out_dir=out, devices=args.devices, checkpoint_every=args.checkpoint_every,
-            keep_checkpoints=args.keep_checkpoints, checkpoints=not args.no_checkpoints,
-            resume=args.resume is not None, plots=not args.no_plots, **options)
+        config, sweep, opts = resolve_resume(args) if args.resume else resolve(args)
+        options = dataclasses.asdict(opts)
+        run(config, options.pop("seeds"), args.resume or args.out, options.pop("base_seed"), sweep=sweep,
+            resume=args.resume is not None, **options)
     except (ConfigError, CheckpointError) as err:
         parser.error(str(err))
     return 0

@@ -3,11 +3,11 @@
 Between compiled chunks (``eval_every`` updates + a greedy evaluation) the host draws the progress
 bar, appends metrics and writes checkpoints, so nothing inside the compiled program grows with
 training length. The run axis (traced sweep points x seeds, jmarl/sweep.py) is split over devices
-(jmarl/devices.py); keys that change the program run one program each, one after another.
+(jmarl/program.py); keys that change the program run one program each, one after another.
 
 Results directory (keys are stable; other tools read them):
-- ``config.json``: the resolved config plus ``seeds``, ``base_seed``, ``sweep``, the plan, package
-  ``versions``, ``git_commit`` and the jax version;
+- ``config.json``: the resolved config plus ``seeds``, ``base_seed``, ``sweep``, the plan, the run
+  options, package ``versions``, ``git_commit`` and the jax version;
 - ``metrics.jsonl`` and ``metrics.csv``: one row per evaluation point and seed: ``env_steps``, ``seed``,
   ``return`` and, where defined, ``won``, ``optimality_gap``, ``score``, the sequential policy's
   ``return_sequential`` etc. (EVAL_KEYS first, then any other key an algorithm reports), plus the
@@ -29,7 +29,6 @@ import json
 import math
 import platform
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,8 +40,8 @@ from jmarl import devices as dev
 from jmarl import sweep as sw
 from jmarl.checkpoint import CheckpointError, Checkpoints, fingerprint
 from jmarl.config import ConfigError, validate
-from jmarl.core import Plan, make_chunk, plan
-from jmarl.registry import make_algorithm
+from jmarl.core import Plan
+from jmarl.program import Program, abstract_state, check_block, compile_program
 from jmarl.results import (
     MetricsFiles,
     bootstrap_ci,  # noqa: F401  (re-exported: older callers import it from here)
@@ -64,6 +63,32 @@ EVAL_KEYS = ("return", "won", "optimality_gap", "score", "return_sequential", "w
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "chex", "numpy", "jaxmarl", "jumanji", "jmarl")
 
 
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How a config is run (not what is learnt); ``seeds`` and ``base_seed`` define the runs."""
+
+    seeds: int = 1
+    base_seed: int = 0
+    devices: int | None = None  # the first K devices; None: all visible
+    vmap_block: int | None = None  # runs vectorised together per device; None: all of a device's runs
+    checkpoint_every: int | None = None  # updates; None: about a tenth of the run; 0: only at the end
+    keep_checkpoints: int = 3
+    checkpoints: bool = True
+    plots: bool = True
+
+    def check(self) -> None:
+        if self.seeds < 1:
+            raise ConfigError(f"--seeds must be >= 1, got {self.seeds}")
+        if self.checkpoint_every is not None and self.checkpoint_every < 0:
+            raise ConfigError(f"--checkpoint-every must be >= 0 updates (0 = only at the end), "
+                              f"got {self.checkpoint_every}")
+        if self.keep_checkpoints < 1:
+            raise ConfigError(f"--keep-checkpoints must be >= 1, got {self.keep_checkpoints}")
+        check_block(self.vmap_block)
+        if self.devices is not None:
+            dev.make_mesh(self.devices)  # raises if out of range
+
+
 def seed_keys(base_seed: int, seeds: int) -> jax.Array:
     """Seed i's key does not depend on how many seeds run beside it."""
     base = jax.random.PRNGKey(base_seed)
@@ -82,7 +107,7 @@ def versions() -> dict[str, str]:
 
 @functools.cache
 def git_commit() -> str | None:
-    """The source tree's commit, with ``+dirty`` when it has uncommitted changes; None outside git."""
+    """The source tree's commit, with ``+dirty`` when jmarl/ or envs/ have uncommitted changes."""
     root = Path(__file__).resolve().parents[1]
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
@@ -94,50 +119,20 @@ def git_commit() -> str | None:
         return None
 
 
-# ----- one compiled program ------------------------------------------------------------------
+def run_fingerprint(config: Any, seeds: int, base_seed: int, traced: dict[str, tuple]) -> str:
+    """What a checkpoint must share with the run that resumes it."""
+    return fingerprint({"config": dataclasses.asdict(config), "seeds": seeds, "base_seed": base_seed,
+                        "sweep": {k: list(v) for k, v in traced.items()}})
 
 
-@dataclasses.dataclass(frozen=True)
-class Program:
-    """Compiled init and chunk over the run axis (points x seeds, padded to the device count)."""
-
-    algo: Any
-    plan: Plan
-    mesh: Any
-    runs: int
-    padded: int
-    init: Callable
-    chunk: Callable
-    abstract_state: Any
-    compile_s: float
-
-
-@functools.lru_cache(maxsize=8)
-def _program(config: Any, traced: tuple[str, ...], runs: int, num_devices: int) -> Program:
-    algo = make_algorithm(config)
-    p = plan(algo)
-    mesh = dev.make_mesh(num_devices)
-    padded = dev.padded_size(runs, mesh)
-    rows = dev.run_sharding(mesh)
-
-    def init_one(key, hparams):
-        return sw.bind(algo, hparams).init(key)
-
-    def chunk_one(state, hparams):
-        return make_chunk(sw.bind(algo, hparams), p.updates_per_chunk)(state)
-
-    keys = jax.ShapeDtypeStruct((padded, 2), np.uint32, sharding=rows)
-    hp = {k: jax.ShapeDtypeStruct((padded,), _dtype(config, k), sharding=rows) for k in traced}
-    t0 = time.perf_counter()
-    init = jax.jit(jax.vmap(init_one), out_shardings=rows).lower(keys, hp).compile()
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rows),
-                            jax.eval_shape(jax.vmap(init_one), keys, hp))
-    chunk = jax.jit(jax.vmap(chunk_one), out_shardings=rows, donate_argnums=0).lower(abstract, hp).compile()
-    return Program(algo, p, mesh, runs, padded, init, chunk, abstract, time.perf_counter() - t0)
-
-
-def _dtype(config: Any, key: str) -> Any:
-    return np.float32 if isinstance(getattr(config, key), float) else np.int32
+def checkpoint_chunks(p: Plan, every_updates: int | None) -> int:
+    """Chunks between checkpoints: ``every_updates`` rounded up to whole chunks; None: about a tenth
+    of the run; 0: only at the end."""
+    if every_updates is None:
+        every_updates = math.ceil(p.total_updates / 10)
+    if every_updates == 0:
+        return p.num_chunks
+    return max(1, math.ceil(every_updates / p.updates_per_chunk))
 
 
 # ----- reading a run back ----------------------------------------------------------------------
@@ -167,12 +162,12 @@ def read_run(run_dir: str | Path) -> tuple[Any, dict[str, Any]]:
     return config, meta
 
 
-def abstract_state(config: Any, traced: tuple[str, ...], runs: int) -> Any:
-    """Shapes and dtypes of the vmapped train state of ``runs`` runs (traced, nothing compiled)."""
-    algo = make_algorithm(config)
-    keys = jax.ShapeDtypeStruct((runs, 2), np.uint32)
-    hp = {k: jax.ShapeDtypeStruct((runs,), _dtype(config, k)) for k in traced}
-    return jax.eval_shape(jax.vmap(lambda k, h: sw.bind(algo, h).init(k)), keys, hp)
+def run_options(meta: dict[str, Any], **overrides: Any) -> RunOptions:
+    """The options a run was started with (from its config.json), with ``overrides`` that are not None."""
+    names = {f.name for f in dataclasses.fields(RunOptions)}
+    values = {k: v for k, v in meta.items() if k in names}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return RunOptions(**values)
 
 
 def load_checkpoint(run_dir: str | Path, step: int | None = None) -> tuple[Any, Any, dict[str, Any], dict[str, Any]]:
@@ -188,80 +183,61 @@ def load_checkpoint(run_dir: str | Path, step: int | None = None) -> tuple[Any, 
     target = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), abstract_state(config, tuple(traced), runs))
     ckpt = Checkpoints(Path(run_dir) / "checkpoints")
     try:
-        state, record = ckpt.restore(target, step, expect=run_fingerprint(config, meta["seeds"], meta["base_seed"],
-                                                                            traced))
+        fp = run_fingerprint(config, meta["seeds"], meta["base_seed"], traced)
+        state, record = ckpt.restore(target, step, expect=fp)
     finally:
         ckpt.close()
     return config, state, meta, record
-
-
-# ----- checkpoint cadence ----------------------------------------------------------------------
-
-
-def checkpoint_chunks(p: Plan, every_updates: int | None) -> int:
-    """Chunks between checkpoints: ``every_updates`` rounded up to whole chunks; None: about a tenth
-    of the run; 0: only at the end."""
-    if every_updates is None:
-        every_updates = math.ceil(p.total_updates / 10)
-    if every_updates == 0:
-        return p.num_chunks
-    return max(1, math.ceil(every_updates / p.updates_per_chunk))
 
 
 # ----- the run ---------------------------------------------------------------------------------
 
 
 def run(config: Any, seeds: int = 1, out_dir: str | Path | None = None, base_seed: int = 0,
-        log: Callable[[str], None] = print, *, sweep: dict[str, tuple] | None = None, devices: int | None = None,
-        checkpoint_every: int | None = None, keep_checkpoints: int = 3, checkpoints: bool = True,
-        resume: bool = False, plots: bool = True) -> dict[str, Any]:
+        log: Callable[[str], None] = print, *, sweep: dict[str, tuple] | None = None, resume: bool = False,
+        **options: Any) -> dict[str, Any]:
     """Train ``seeds`` seeds of ``config`` (times the ``sweep`` grid) and return the summary.
 
     Without a sweep the summary is ``{per_seed, mean, ci95}`` (also ``summary.json``); with one it is
     ``{"sweep": [{"point": {...}, **summary}, ...]}``. ``resume`` continues from the latest checkpoint
     under ``out_dir`` (the run must have been started with the same config, seeds and sweep).
-    ``checkpoint_every`` counts updates (None: about a tenth of the run; 0: only at the end).
+    ``options`` are :class:`RunOptions` fields (devices, vmap_block, checkpoint_every, ...).
     """
-    if seeds < 1:
-        raise ConfigError(f"seeds must be >= 1, got {seeds}")
+    opts = RunOptions(seeds=seeds, base_seed=base_seed, **options)
+    opts.check()
     if resume and out_dir is None:
         raise ConfigError("resume needs the run's results directory")
-    if checkpoint_every is not None and checkpoint_every < 0:
-        raise ConfigError(f"--checkpoint-every must be >= 0 updates (0 = only at the end), got {checkpoint_every}")
-    if keep_checkpoints < 1:
-        raise ConfigError(f"--keep-checkpoints must be >= 1, got {keep_checkpoints}")
     traced, sequential = sw.split(config.algo, dict(sweep or {}))
     for point in sw.grid({**sequential, **traced}):
         validate(dataclasses.replace(config, **point))
-    if out_dir is not None and not resume:
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None and not resume:
         for point in sw.grid(sequential):
-            _check_no_checkpoints(Path(out_dir) / sw.point_name(point) if point else Path(out_dir))
+            _check_no_checkpoints(out / sw.point_name(point) if point else out)
     if not dev.is_main_process():
         log = lambda line: None  # noqa: E731  only process 0 logs
-    options = dict(seeds=seeds, base_seed=base_seed, log=log, devices=devices, checkpoint_every=checkpoint_every,
-                   keep_checkpoints=keep_checkpoints, checkpoints=checkpoints, resume=resume, plots=plots)
     if not sequential:
-        return _run_program(config, traced, Path(out_dir) if out_dir is not None else None, **options)
+        return _run_program(config, traced, out, opts, log, resume)
 
     points = sw.grid(sequential)
     log(f"{', '.join(sequential)} change{'s' if len(sequential) == 1 else ''} the compiled program: "
         f"running {len(points)} programs one after another")
-    out = Path(out_dir) if out_dir is not None else None
     if out is not None and dev.is_main_process():
         out.mkdir(parents=True, exist_ok=True)
-        meta = _meta(config, seeds, base_seed, None, devices, checkpoint_every, keep_checkpoints)
-        meta["sweep"] = {k: list(v) for k, v in {**sequential, **traced}.items()}
-        meta["sequential"] = list(sequential)
+        meta = {**_meta(config, opts, None), "sweep": {k: list(v) for k, v in {**sequential, **traced}.items()},
+                "sequential": list(sequential)}
         (out / "config.json").write_text(json.dumps(meta, indent=1))
     results = []
     for i, point in enumerate(points):
         log(f"program {i + 1}/{len(points)}: {sw.point_name(point)}")
         sub = out / sw.point_name(point) if out is not None else None
-        summary = _run_program(dataclasses.replace(config, **point), traced, sub, **options)
+        summary = _run_program(dataclasses.replace(config, **point), traced, sub, opts, log, resume)
         entries = summary["sweep"] if traced else [{"point": {}, **summary}]
         results += [{**e, "point": {**point, **e["point"]}} for e in entries]
     if out is not None and dev.is_main_process():
-        _write_sweep(out, results, _leaf_dirs(out, points, traced), plots, config)
+        leaves = [out / sw.point_name(sp) / sw.point_name(tp) if traced else out / sw.point_name(sp)
+                  for sp in points for tp in sw.grid(traced)]
+        _write_sweep(out, results, leaves, opts.plots, config)
     return {"sweep": results}
 
 
@@ -273,62 +249,51 @@ def _check_no_checkpoints(program_dir: Path) -> None:
                           f"{program_dir} or choose another results directory")
 
 
-def _meta(config, seeds, base_seed, p, devices, checkpoint_every, keep) -> dict[str, Any]:
-    meta = {**dataclasses.asdict(config), "seeds": seeds, "base_seed": base_seed}
+def _meta(config: Any, opts: RunOptions, p: Plan | None) -> dict[str, Any]:
+    meta = {**dataclasses.asdict(config), "seeds": opts.seeds, "base_seed": opts.base_seed}
     if p is not None:
         meta.update(total_updates=p.total_updates, planned_env_steps=p.total_steps,
                     steps_per_update=p.steps_per_update, updates_per_chunk=p.updates_per_chunk,
                     num_chunks=p.num_chunks)
-    meta.update(jax=jax.__version__, devices=devices, checkpoint_every=checkpoint_every,
-                keep_checkpoints=keep, versions=versions(), git_commit=git_commit())
+    meta.update(jax=jax.__version__, devices=opts.devices, vmap_block=opts.vmap_block,
+                checkpoint_every=opts.checkpoint_every, keep_checkpoints=opts.keep_checkpoints,
+                versions=versions(), git_commit=git_commit())
     return meta
 
 
-def _leaf_dirs(out: Path, seq_points: list[dict], traced: dict) -> list[Path]:
-    return [out / sw.point_name(sp) / sw.point_name(tp) if traced else out / sw.point_name(sp)
-            for sp in seq_points for tp in sw.grid(traced)]
-
-
-def run_fingerprint(config: Any, seeds: int, base_seed: int, traced: dict[str, tuple]) -> str:
-    return fingerprint({"config": dataclasses.asdict(config), "seeds": seeds, "base_seed": base_seed,
-                        "sweep": {k: list(v) for k, v in traced.items()}})
-
-
-def _run_program(config: Any, traced: dict[str, tuple], out: Path | None, *, seeds: int, base_seed: int,
-                 log: Callable[[str], None], devices: int | None, checkpoint_every: int | None,
-                 keep_checkpoints: int, checkpoints: bool, resume: bool, plots: bool) -> dict[str, Any]:
+def _run_program(config: Any, traced: dict[str, tuple], out: Path | None, opts: RunOptions,
+                 log: Callable[[str], None], resume: bool) -> dict[str, Any]:
     from jmarl.progress import Progress
 
-    points = sw.grid(traced)
+    points, seeds = sw.grid(traced), opts.seeds
     runs = len(points) * seeds
-    fp = run_fingerprint(config, seeds, base_seed, traced)
-    ckpt = Checkpoints(out / "checkpoints", keep_checkpoints) if (out is not None and checkpoints) else None
-    if resume and ckpt is not None and ckpt.steps() and ckpt.record().get("fingerprint") != fp:
+    fp = run_fingerprint(config, seeds, opts.base_seed, traced)
+    ckpt = Checkpoints(out / "checkpoints", opts.keep_checkpoints) if (out is not None and opts.checkpoints) else None
+    resuming = resume and ckpt is not None and bool(ckpt.steps())
+    if resuming and ckpt.record().get("fingerprint") != fp:
         raise CheckpointError(f"the checkpoints under {ckpt.directory} belong to a different run (its config, "
                               f"seeds or sweep differ); resume with the run's own config.json")
-    num_devices = devices if devices is not None else len(jax.devices())
-    prog = _program(config, tuple(traced), runs, num_devices)
+    num_devices = opts.devices if opts.devices is not None else len(jax.devices())
+    prog = compile_program(config, tuple(traced), runs, num_devices, opts.vmap_block)
     p, main = prog.plan, dev.is_main_process()
-    every = checkpoint_chunks(p, checkpoint_every)
+    steps_per_chunk = p.updates_per_chunk * p.steps_per_update
+    every = checkpoint_chunks(p, opts.checkpoint_every)
     leaf = [out / sw.point_name(pt) if (out is not None and traced) else out for pt in points]
 
-    keys = np.asarray(jax.device_get(seed_keys(base_seed, seeds)))
+    keys = np.asarray(jax.device_get(seed_keys(opts.base_seed, seeds)))
     host_inputs = dev.pad_runs((np.tile(keys, (len(points), 1)), sw.hparam_arrays(config, points, seeds)),
                                prog.padded)
     keys_in, hparams = dev.put_runs(host_inputs, prog.mesh)
-
-    done = 0
-    state = None
-    if resume and ckpt is not None and ckpt.steps():
+    done, state = 0, None
+    if resuming:
         state, record = _restore(ckpt, prog, fp)
         done = record["chunks_done"]
-        log(f"resumed from {ckpt.directory} at chunk {done}/{p.num_chunks} "
-            f"({done * p.updates_per_chunk * p.steps_per_update:,} env steps per run)")
+        log(f"resumed from {ckpt.directory} at chunk {done}/{p.num_chunks} ({done * steps_per_chunk:,} env steps "
+            f"per run)")
     elif resume:
         log(f"no checkpoint under {out}: starting from scratch")
     if main and out is not None:
-        _prepare_files(config, out, leaf, points, seeds, base_seed, p, devices, checkpoint_every, keep_checkpoints,
-                       traced, done * p.updates_per_chunk * p.steps_per_update, resume and state is not None)
+        _prepare_files(config, out, leaf, points, opts, p, traced, done * steps_per_chunk if resuming else None)
     if state is None:
         state = prog.init(keys_in, hparams)
 
@@ -336,7 +301,7 @@ def _run_program(config: Any, traced: dict[str, tuple], out: Path | None, *, see
         + f" = {runs} runs on {prog.mesh.devices.size} device(s); {p.num_chunks} chunks of {p.updates_per_chunk} "
         f"updates x {p.steps_per_update} env steps; compiled in {prog.compile_s:.1f}s")
     progress = Progress(p.total_steps, runs, log)
-    progress.start(done * p.updates_per_chunk * p.steps_per_update)
+    progress.start(done * steps_per_chunk)
     last_rows: list[list[dict]] = []
     try:
         for i in range(done, p.num_chunks):
@@ -363,13 +328,13 @@ def _run_program(config: Any, traced: dict[str, tuple], out: Path | None, *, see
         summary = summarise([r for r in rows if r["env_steps"] == final_step], EVAL_KEYS)
         summaries.append({"point": pt, **summary})
         if main and out is not None:
-            _write_leaf(leaf[j], summary, rows, config, pt, seeds, plots)
+            _write_leaf(leaf[j], summary, rows, config, pt, seeds, opts.plots)
     if not traced:
         log(format_table(summaries[0]))
         return {k: v for k, v in summaries[0].items() if k != "point"}
     log(_sweep_table(summaries))
     if main and out is not None:
-        _write_sweep(out, summaries, leaf, plots, config)
+        _write_sweep(out, summaries, leaf, opts.plots, config)
     return {"sweep": summaries}
 
 
@@ -388,21 +353,19 @@ def _save(ckpt: Checkpoints, prog: Program, state: Any, chunks_done: int, fp: st
                                   "env_steps": env_steps, "fingerprint": fp})
 
 
-def _prepare_files(config, out, leaf, points, seeds, base_seed, p, devices, checkpoint_every, keep, traced,
-                   steps_done, resumed) -> None:
-    """config.json files and fresh metrics files (keeping the rows up to the checkpoint when resuming)."""
+def _prepare_files(config: Any, out: Path, leaf: list[Path], points: list[dict], opts: RunOptions, p: Plan,
+                   traced: dict, kept_steps: int | None) -> None:
+    """config.json files and fresh metrics files; a resumed run keeps the rows up to ``kept_steps``."""
     out.mkdir(parents=True, exist_ok=True)
-    meta = _meta(config, seeds, base_seed, p, devices, checkpoint_every, keep)
-    meta["sweep"] = {k: list(v) for k, v in traced.items()}
+    meta = {**_meta(config, opts, p), "sweep": {k: list(v) for k, v in traced.items()}}
     (out / "config.json").write_text(json.dumps(meta, indent=1))
     for d, pt in zip(leaf, points, strict=True):
         if traced:
             d.mkdir(parents=True, exist_ok=True)
-            point_meta = {**_meta(dataclasses.replace(config, **pt), seeds, base_seed, p, devices, checkpoint_every,
-                                  keep), "sweep_point": pt}
+            point_meta = {**_meta(dataclasses.replace(config, **pt), opts, p), "sweep_point": pt}
             (d / "config.json").write_text(json.dumps(point_meta, indent=1))
-        kept = [r for r in read_rows(d / "metrics.jsonl") if r["env_steps"] <= steps_done] if resumed else []
-        MetricsFiles(d).reset(kept)
+        rows = read_rows(d / "metrics.jsonl") if kept_steps is not None else []
+        MetricsFiles(d).reset([r for r in rows if r["env_steps"] <= (kept_steps or 0)])
 
 
 def _optimum(config: Any) -> float | None:

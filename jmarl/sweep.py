@@ -106,12 +106,10 @@ def point_name(point: dict[str, Any]) -> str:
 
 def hparam_arrays(config: Any, points: list[dict[str, Any]], seeds: int) -> dict[str, np.ndarray]:
     """{key: [points * seeds]} with run r = point r // seeds; float32 for float fields, int32 for int."""
-    types_ = field_types(type(config))
-    out = {}
-    for key in points[0]:
-        dtype = np.float32 if types_[key] is float else np.int32
-        out[key] = np.repeat(np.array([p[key] for p in points], dtype=dtype), seeds)
-    return out
+    from jmarl.program import hparam_dtype
+
+    return {key: np.repeat(np.array([p[key] for p in points], dtype=hparam_dtype(config, key)), seeds)
+            for key in points[0]}
 
 
 def bind(algo: Any, hparams: dict[str, jax.Array]) -> Any:

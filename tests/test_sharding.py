@@ -1,0 +1,70 @@
+"""The run axis sharded over 4 (forced host) devices gives the single-device results.
+
+One subprocess, because the device count is fixed when jax starts. Six seeds on four devices are
+padded to eight (two runs per device); the single-device reference computes its six runs in blocks
+of two (``vmap_block=2``, the ``lax.map`` path). Integers (RNG keys, counters, env steps) and the
+greedy evaluations must match exactly; floats to float32 rounding, since XLA compiles multi-device
+programs through a different pipeline (see jmarl/program.py). A checkpoint written from the padded,
+sharded state holds the six real runs.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SCRIPT = textwrap.dedent("""
+    import json, sys
+    import jax
+    import numpy as np
+    import jmarl
+    from jmarl import devices, program, runner
+
+    out = sys.argv[1]
+    assert len(jax.devices()) == 4, jax.devices()
+    config = jmarl.make_config("ippo", "matrix_dpo4", total_steps=64, num_envs=4, num_steps=8, hidden_dim=8,
+                               num_layers=1, epochs=2, eval_every=1, eval_episodes=4)
+    quiet = dict(log=lambda line: None, plots=False)
+    runner.run(config, seeds=6, out_dir=out + "/d4", devices=4, **quiet)
+    runner.run(config, seeds=6, out_dir=out + "/d1", devices=1, vmap_block=2, **quiet)
+    prog = program.compile_program(config, (), 6, 4, None)
+    keys = devices.put_runs(devices.pad_runs((np.asarray(runner.seed_keys(0, 6)), {}), prog.padded), prog.mesh)
+    leaf = jax.tree.leaves(prog.init(*keys).params)[0]
+    print(json.dumps({"padded": prog.padded, "devices": len(leaf.sharding.device_set),
+                      "shard_rows": leaf.addressable_shards[0].data.shape[0]}))
+    for name in ("d4", "d1"):
+        _, state, _, _ = runner.load_checkpoint(out + "/" + name)
+        np.savez(out + "/" + name + ".npz", *jax.tree.leaves(state))
+""")
+
+
+def test_four_devices_equal_one_device(tmp_path):
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu",
+           "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], capture_output=True, text=True,
+                          timeout=600, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert info == {"padded": 8, "devices": 4, "shard_rows": 2}  # two runs on each of the four devices
+
+    sharded, single = np.load(tmp_path / "d4.npz"), np.load(tmp_path / "d1.npz")
+    assert len(sharded.files) == len(single.files) > 10
+    for name in sharded.files:
+        a, b = sharded[name], single[name]
+        assert a.shape == b.shape and a.shape[0] == 6  # the padding runs are not checkpointed
+        if np.issubdtype(a.dtype, np.floating):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        else:
+            np.testing.assert_array_equal(a, b)  # RNG keys, counters, env states: bit for bit
+    rows = {d: [json.loads(line) for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+            for d in ("d4", "d1")}
+    assert [(r["env_steps"], r["seed"]) for r in rows["d4"]] == [(s, i) for s in (32, 64) for i in range(6)]
+    for a, b in zip(rows["d4"], rows["d1"], strict=True):
+        assert {k: a[k] for k in ("return", "optimality_gap")} == {k: b[k] for k in ("return", "optimality_gap")}
+        np.testing.assert_allclose([a[k] for k in a], [b[k] for k in a], rtol=1e-4, atol=1e-6)
