@@ -52,4 +52,32 @@ def test_end_to_end_writes_config_metrics_and_summary(tmp_path):
     assert summary["mean"]["return"] == pytest.approx(sum(r["return"] for r in rows[2:]) / 2, abs=1e-6)
     lo, hi = summary["ci95"]["return"]
     assert lo <= summary["mean"]["return"] <= hi
-    assert "steps/s" in proc.stdout and "95% interval" in proc.stdout
+    assert "steps/s" in proc.stdout and "95% interval" in proc.stdout and "compiled in" in proc.stdout
+    assert config["versions"]["jax"] and "git_commit" in config and config["sweep"] == {}
+    header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert header[:5] == ["env_steps", "seed", "return", "won", "optimality_gap"]
+    assert "| return |" in (out / "summary.md").read_text()
+    assert {p.name for p in out.glob("curve_*.png")} == {"curve_return.png", "curve_won.png",
+                                                          "curve_optimality_gap.png"}
+    assert sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.isdigit()) == ["1", "2"]
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--algo", "dpo", "--env", "hallway", "--sweep", "lr"], "--sweep expects KEY=V1,V2"),
+    (["--algo", "dpo", "--env", "hallway", "--sweep", "value_clip=0.1,0.2"], "does not declare value_clip"),
+    (["--algo", "dpo", "--env", "hallway", "--sweep", "lr=1,2", "--set", "lr=3"], "both --set and --sweep"),
+    (["--algo", "dpo", "--env", "hallway", "--sweep", "lr=0.1,-1"], "lr must be > 0"),
+    (["--algo", "dpo", "--env", "hallway", "--devices", "99"], "--devices must be between 1 and"),
+    (["--algo", "dpo", "--env", "hallway", "--vmap-block", "0"], "--vmap-block must be >= 1"),
+    (["--algo", "dpo", "--env", "hallway", "--checkpoint-every", "-1"], "--checkpoint-every must be >= 0"),
+    (["--resume", "no/such/dir"], "no config.json"),
+    (["--resume", "no/such/dir", "--algo", "dpo", "--seeds", "3"], "drop --algo, --seeds"),
+])
+def test_bad_run_options_exit_2_before_compiling(argv, needle, capsys):
+    from experiments.run import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err, err
