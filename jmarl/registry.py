@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any
 
 import envs
-from jmarl.algos import dpo, remix, tad_ppo
+from jmarl.algos import dpo, lan, remix, tad_ppo
 from jmarl.config import ConfigError, suggest, validate
 
 # name -> (config class, learner class, env defaults by name prefix, preset overrides, description)
@@ -47,6 +47,16 @@ ALGORITHMS.update({
     ]
 })
 # ----- end value decomposition -----
+# ----- LAN and its ablations (jmarl/algos/lan.py) -----
+ALGORITHMS.update({
+    name: (lan.LANConfig, lan.LAN, lan.ENV_DEFAULTS, lan.VARIANTS[name], desc)
+    for name, desc in [
+        ("lan", "LAN: local advantages + a centralised value (Q-proxy V + A_a), double DQN"),
+        ("iql", "IQL (LAN without the centralised value: each agent's double DQN on its own history)"),
+        ("lan_mean", "LAN with mean-zero advantages (LAN-mean, lan.md App. D)"),
+    ]
+})
+# ----- end LAN -----
 
 
 def algorithm_names() -> list[str]:
