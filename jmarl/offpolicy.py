@@ -14,8 +14,10 @@ Contract for a learner (subclass :class:`OffPolicyLearner`):
   ``hparams`` the dict of traced hyperparameters (``state.hparams``); ``stats`` a dict of scalars.
   Helpers: :meth:`agent_qs` (Q-values over an episode batch), :func:`greedy`, :func:`take`,
   :func:`td_lambda_targets`, :func:`masked_mean`.
-- ``SWEEPABLE``: config fields read from ``state.hparams`` rather than from the config, so a sweep over
-  them is a vmap over states, not a recompile (extend the base tuple).
+- ``SWEEPABLE``: config fields read only from ``state.hparams`` (built from the config by ``init``), never
+  in Python control flow or shapes; they are the learner's ``sweepable`` keys (jmarl.sweep's contract:
+  the runner rebuilds the learner with traced values, so ``init`` puts them in ``state.hparams`` and a
+  sweep over them is one vmapped program). Extend the base tuple.
 
 One update = ``num_steps`` steps in each of ``num_envs`` auto-reset envs (epsilon-greedy over available
 actions, GRU carries reset at episode starts, every step streamed into the buffer), then
@@ -192,6 +194,11 @@ class OffPolicyLearner:
 
     SWEEPABLE: ClassVar[tuple[str, ...]] = ("lr", "gamma", "td_lambda", "eps_start", "eps_finish",
                                             "eps_anneal_steps")
+    sweepable: ClassVar[tuple[str, ...]] = SWEEPABLE  # the name jmarl.sweep reads
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.sweepable = cls.SWEEPABLE
 
     def __init__(self, config: OffPolicyConfig):
         self.config = cfg = config

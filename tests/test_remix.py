@@ -260,3 +260,16 @@ def test_loss_matches_a_step_by_step_reference(algo_name):
     np.testing.assert_allclose(float(stats["weight"]), (w * mask).sum() / mask.sum(), rtol=2e-3)
     if algo_name != "qmix":
         assert 0 < float(stats["weight"]) < 1  # the weighting is active in this batch
+
+
+def test_sweepable_keys_reach_the_state_as_traced_values():
+    """jmarl.sweep's contract: declared keys are rebuilt into the learner as traced values and read only
+    through ``state.hparams``; shape-changing keys are not declared."""
+    from jmarl import sweep
+
+    declared = sweep.traced_keys("remix")
+    assert {"lr", "gamma", "td_lambda", "w_min", "alpha", "temperature", "eps_start", "eps_finish"} <= set(declared)
+    assert not {"hidden_dim", "batch_size", "buffer_size", "num_envs", "mixer", "weighting"} & set(declared)
+    algo = jmarl.make_algorithm(jmarl.make_config("remix", "matrix_qtran", batch_size=8, buffer_size=32))
+    hparams = jax.jit(lambda w, lr: sweep.bind(algo, {"w_min": w, "lr": lr}).hparams())(jnp.float32(0.3), 0.01)
+    np.testing.assert_allclose([hparams["w_min"], hparams["lr"], hparams["alpha"]], [0.3, 0.01, 0.1], rtol=1e-6)
