@@ -5,7 +5,16 @@ reported. The raw env throughput of the same env at the same batch (num_envs x s
 copies, random actions) is measured in the same process, so the ratio training / raw is a
 within-run comparison that machine noise affects less than absolute numbers.
 
+Off-policy learners (remix, qmix, ...) skip their gradient steps until the replay buffer holds a batch of
+complete episodes; before timing, their collection alone runs until every seed's buffer does, so every
+timed update includes its gradient steps. Their rows also give gradient steps per second.
+
+Rows are merged into the results files: a (algo, env, seeds) row replaces the previous one, rows of
+other configurations are kept.
+
     python benchmarks/train_throughput.py [--algos dpo ippo] [--envs mpe_simple_spread smax_3m] [--seeds 1 32]
+    python benchmarks/train_throughput.py --algos remix qmix --envs predator_prey_p0 smax_3m --updates 1 \
+        --set buffer_size=136
 """
 
 from __future__ import annotations
@@ -35,6 +44,20 @@ def best_rate(fn, arg, steps: int) -> tuple[float, list[float]]:
     return max(rates), rates
 
 
+def fill_replay(algo, state):
+    """Collect (no learning) until every seed's buffer holds ``batch_size`` complete episodes."""
+    collect = jax.jit(jax.vmap(algo.collect))
+    while int(state.buffer.num_complete.min()) < algo.config.batch_size:
+        state, _ = collect(state)
+    return state
+
+
+def learn_label(config) -> str:
+    if hasattr(config, "epochs"):
+        return f"{config.epochs} epochs"
+    return f"{config.train_steps} x {config.batch_size} episodes"
+
+
 def measure_training(algo_name: str, env: str, seeds: int, updates: int, **overrides) -> dict:
     config = jmarl.make_config(algo_name, env, eval_every=updates, **overrides)
     algo = jmarl.make_algorithm(config)
@@ -42,11 +65,19 @@ def measure_training(algo_name: str, env: str, seeds: int, updates: int, **overr
     t0 = time.perf_counter()
     chunk = jax.jit(jax.vmap(make_chunk(algo, updates))).lower(state).compile()
     compile_s = time.perf_counter() - t0
+    off_policy = hasattr(state, "buffer")
+    if off_policy:
+        state = fill_replay(algo, state)
     steps = seeds * updates * algo.steps_per_update
     best, rates = best_rate(lambda s: chunk(s)[0], state, steps)
-    return {"algo": algo_name, "env": env, "seeds": seeds, "num_envs": config.num_envs, "num_steps": config.num_steps,
-            "epochs": config.epochs, "updates": updates, "compile_s": round(compile_s, 1),
-            "train_steps_per_s": round(best), "runs": [round(r) for r in rates]}
+    row = {"algo": algo_name, "env": env, "seeds": seeds, "num_envs": config.num_envs,
+           "num_steps": getattr(algo, "num_steps", config.num_steps), "learn": learn_label(config),
+           "updates": updates, "compile_s": round(compile_s, 1), "train_steps_per_s": round(best),
+           "runs": [round(r) for r in rates]}
+    if off_policy:
+        row["grad_steps_per_s"] = round(best / algo.steps_per_update * config.train_steps, 3)
+        row["buffer_size"] = config.buffer_size
+    return row
 
 
 def measure_raw(env_name: str, batch: int, num_steps: int) -> float:
@@ -68,9 +99,9 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=2, help="updates per timed chunk")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (int/float)")
     args = parser.parse_args()
-    overrides = {k: (float(v) if "." in v or "e" in v else int(v)) for k, v in (s.split("=", 1) for s in args.set)}
+    overrides = {k: parse_number(v) for k, v in (s.split("=", 1) for s in args.set)}
 
-    rows = []
+    new_rows = []
     for env in args.envs:
         for algo in args.algos:
             for seeds in args.seeds:
@@ -78,22 +109,45 @@ def main() -> None:
                 raw = measure_raw(env, row["num_envs"] * seeds, row["num_steps"])
                 row["raw_env_steps_per_s"] = round(raw)
                 row["train_over_raw"] = round(row["train_steps_per_s"] / raw, 3)
-                rows.append(row)
+                row["overrides"] = overrides
+                new_rows.append(row)
                 print(json.dumps(row), flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     meta = {"jax": jax.__version__, "backend": jax.default_backend(), "devices": str(jax.devices())}
+    rows = merge_rows(RESULTS / "train_throughput.json", new_rows)
     (RESULTS / "train_throughput.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    lines = ["| algo | env | seeds | envs x steps | epochs | train steps/s | raw steps/s | train / raw | compile (s) |",
-             "|---|---|---:|---|---:|---:|---:|---:|---:|"]
+    lines = ["| algo | env | seeds | envs x steps | learn per update | train steps/s | grad steps/s | raw steps/s "
+             "| train / raw | compile (s) | overrides |",
+             "|---|---|---:|---|---|---:|---:|---:|---:|---:|---|"]
     for r in rows:
-        lines.append(f"| {r['algo']} | {r['env']} | {r['seeds']} | {r['num_envs']}x{r['num_steps']} | {r['epochs']} | "
-                     f"{r['train_steps_per_s']:,} | {r['raw_env_steps_per_s']:,} | {r['train_over_raw']:.2f} | "
-                     f"{r['compile_s']} |")
+        learn = r.get("learn", f"{r.get('epochs')} epochs")
+        grad = f"{r['grad_steps_per_s']:.2f}" if "grad_steps_per_s" in r else ""
+        extra = " ".join(f"{k}={v}" for k, v in r.get("overrides", {}).items())
+        lines.append(f"| {r['algo']} | {r['env']} | {r['seeds']} | {r['num_envs']}x{r['num_steps']} | {learn} | "
+                     f"{r['train_steps_per_s']:,} | {grad} | {r['raw_env_steps_per_s']:,} | {r['train_over_raw']:.3f} "
+                     f"| {r['compile_s']} | {extra} |")
     table = "\n".join(lines) + "\n"
     (RESULTS / "train_throughput.md").write_text(
         f"Training env-steps/s (whole chunks: collect + learn + eval), jax {jax.__version__}, "
         f"{jax.default_backend()}.\n\n" + table)
     print(table)
+
+
+def parse_number(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def merge_rows(path: Path, new_rows: list[dict]) -> list[dict]:
+    """Earlier rows of other (algo, env, seeds) configurations, then the new rows."""
+    key = lambda r: (r["algo"], r["env"], r["seeds"])  # noqa: E731
+    old = json.loads(path.read_text())["rows"] if path.exists() else []
+    fresh = {key(r) for r in new_rows}
+    return [r for r in old if key(r) not in fresh] + new_rows
 
 
 if __name__ == "__main__":
