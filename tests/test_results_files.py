@@ -110,3 +110,41 @@ def test_progress_line():
     progress.update(100, {"optimality_gap": 0.0})
     assert lines[0].startswith("[####################] 100% | env steps 100/100 | ")
     assert lines[0].endswith("ETA 0:00:00 | eval: gap 0.000")
+
+
+def _fake_run(directory, algo, returns):
+    """A finished run's files: returns[t][s] at env steps 100 (t + 1)."""
+    directory.mkdir(parents=True)
+    (directory / "config.json").write_text(json.dumps({"algo": algo, "env": "matrix_dpo4", "seeds": 2,
+                                                       "base_seed": 0}))
+    rows = [{"env_steps": 100 * (t + 1), "seed": s, "return": r, "optimality_gap": 20 - r}
+            for t, per_seed in enumerate(returns) for s, r in enumerate(per_seed)]
+    (directory / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (directory / "summary.json").write_text(json.dumps(summarise(rows[-2:], ORDER)))
+
+
+def test_compare_collects_runs_into_one_table_and_plot(tmp_path):
+    from experiments.compare import main
+
+    _fake_run(tmp_path / "a", "dpo", [[7.0, 10.0], [20.0, 10.0]])
+    _fake_run(tmp_path / "b", "ippo", [[7.0, 7.0], [10.0, 10.0]])
+    assert main(["--runs", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "cmp")]) == 0
+    table = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "| dpo | 2 | 200 | 15.000 [10.000, 20.000] | 5.000 [0.000, 10.000] |" in table
+    assert "| ippo | 2 | 200 | 10.000 [10.000, 10.000] | 10.000 [10.000, 10.000] |" in table
+    assert "Optimum (exact): 20.000." in table
+    assert sorted(p.name for p in (tmp_path / "cmp").glob("*.png")) == ["compare_optimality_gap.png",
+                                                                          "compare_return.png"]
+
+
+def test_compare_overrides_go_to_the_algorithms_that_have_them():
+    from experiments.compare import split_overrides
+    from jmarl.config import ConfigError
+
+    out = split_overrides(["dpo", "mappo"], ["lr=1e-3", "d_target=0.05", "mappo.distill_coef=2"], 4096)
+    assert out == {"dpo": {"lr": 1e-3, "d_target": 0.05, "total_steps": 4096},
+                   "mappo": {"lr": 1e-3, "distill_coef": 2.0, "total_steps": 4096}}
+    with pytest.raises(ConfigError, match="did you mean lr"):
+        split_overrides(["dpo"], ["lrr=1"], None)
+    with pytest.raises(ConfigError, match="not one of the compared algorithms"):
+        split_overrides(["dpo"], ["ippo.lr=1"], None)
