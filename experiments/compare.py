@@ -6,6 +6,7 @@ then write one table and one learning-curve plot per metric.
     python experiments/compare.py --env matrix_tad10 --algos tad_ppo mappo --seeds 5 --total-steps 20000 \\
         --set num_envs=32 --set tad_ppo.distill_coef=2 --out runs/tad10
     python experiments/compare.py --runs runs/sg/dpo runs/sg/ippo --out runs/sg      # collect only
+    python experiments/compare.py --preset tad_hallway --out runs/tad_hallway     # a paper experiment
 
 Each trained algorithm's results directory is ``--out/<algo>``. ``--out`` gets ``comparison.md`` and
 ``comparison.json`` (final greedy evaluation: mean and 95% bootstrap interval across seeds, for the
@@ -27,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import envs  # noqa: E402
 import jmarl  # noqa: E402
+from experiments import presets  # noqa: E402
 from jmarl.checkpoint import CheckpointError  # noqa: E402
 from jmarl.config import ConfigError, parse_value  # noqa: E402
 from jmarl.registry import config_class  # noqa: E402
@@ -41,10 +43,11 @@ class Parser(argparse.ArgumentParser):
 
 def build_parser() -> Parser:
     p = Parser(prog="compare.py", description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default=None, help=f"a paper experiment: {', '.join(presets.names())}")
     p.add_argument("--env", help="environment (with --algos)")
     p.add_argument("--algos", nargs="+", default=[], metavar="ALGO", help="algorithms to train")
     p.add_argument("--runs", nargs="+", default=[], metavar="DIR", help="finished results directories to collect")
-    p.add_argument("--seeds", type=int, default=5, help="seeds per algorithm (default 5)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per algorithm (default 5, or the preset's)")
     p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
     p.add_argument("--total-steps", type=int, default=None, help="env steps per seed")
     p.add_argument("--set", action="append", default=[], metavar="[ALGO.]KEY=VALUE",
@@ -136,24 +139,44 @@ def train_all(env: str, algos: list[str], overrides: dict[str, dict], seeds: int
     return dirs, wall
 
 
+def resolve(args: argparse.Namespace) -> tuple[str, list[str], int, dict[str, dict[str, Any]]]:
+    """(env, algorithms, seeds, per-algorithm overrides): a preset's, then the command line's on top."""
+    base: dict[str, dict[str, Any]] = {}
+    env, algos, seeds = args.env, list(args.algos), args.seeds
+    if args.preset:
+        preset = presets.load(args.preset)
+        if env is not None and env != preset.env:
+            raise ConfigError(f"preset {preset.name} runs on {preset.env}; drop --env {env}")
+        env, algos = preset.env, algos or list(preset.algos)
+        preset.configs(algos)  # the algorithms belong to the preset and are available
+        base = {a: preset.overrides(a) for a in algos}
+        seeds = preset.seeds if seeds is None else seeds
+    if env is None:
+        raise ConfigError("--algos needs --env")
+    seeds = 5 if seeds is None else seeds
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    for algo in algos:
+        jmarl.make_config(algo, env)  # unknown names raise with suggestions
+    cli = split_overrides(algos, args.set, args.total_steps)
+    overrides = {a: {**base.get(a, {}), **cli[a]} for a in algos}
+    for algo in algos:
+        jmarl.make_config(algo, env, **overrides[algo])  # every config checked before anything trains
+    return env, algos, seeds, overrides
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         out = Path(args.out)
-        if bool(args.algos) == bool(args.runs):
-            raise ConfigError("give either --algos (with --env) to train, or --runs to collect")
+        if bool(args.algos or args.preset) == bool(args.runs):
+            raise ConfigError("give either --algos (with --env) or --preset to train, or --runs to collect")
         if args.runs:
             print(compare([Path(d) for d in args.runs], out))
             return 0
-        if args.env is None:
-            raise ConfigError("--algos needs --env")
-        if args.seeds < 1:
-            raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
-        for algo in args.algos:
-            jmarl.make_config(algo, args.env)  # unknown names raise with suggestions
-        overrides = split_overrides(args.algos, args.set, args.total_steps)
-        dirs, wall = train_all(args.env, args.algos, overrides, args.seeds, args.seed, out, args.devices)
+        env, algos, seeds, overrides = resolve(args)
+        dirs, wall = train_all(env, algos, overrides, seeds, args.seed, out, args.devices)
         print(compare(dirs, out, dict(zip(labels_for([read_run(d)[0] for d in dirs], dirs),
                                           wall.values(), strict=True))))
     except (ConfigError, CheckpointError) as err:

@@ -3,6 +3,7 @@
     python experiments/run.py --algo dpo --env matrix_dpo4 --seeds 8 --total-steps 20000 \\
         --set epochs=10 --sweep lr=1e-3,3e-4 --out runs/dpo_matrix
     python experiments/run.py --resume runs/dpo_matrix      # continue from the latest checkpoint
+    python experiments/run.py --preset tad_hallway --out runs/tad_hallway   # a paper experiment's settings
 
 Invalid input (unknown algorithm, env or hyperparameter, bad value) exits with code 2 and a
 one-line message before anything is compiled.
@@ -19,13 +20,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import envs  # noqa: E402
 import jmarl  # noqa: E402
+from experiments import presets  # noqa: E402
 from jmarl.checkpoint import CheckpointError  # noqa: E402
 from jmarl.config import ConfigError, parse_value  # noqa: E402
 from jmarl.registry import config_class  # noqa: E402
 from jmarl.runner import RunOptions, read_run, run, run_options  # noqa: E402
 
 # Options that define a run; --resume takes them from the run's config.json instead.
-RUN_DEFINING = ("algo", "env", "set", "sweep", "seeds", "seed", "total_steps")
+RUN_DEFINING = ("algo", "env", "preset", "set", "sweep", "seeds", "seed", "total_steps")
 
 
 class Parser(argparse.ArgumentParser):
@@ -36,6 +38,8 @@ class Parser(argparse.ArgumentParser):
 def build_parser() -> Parser:
     p = Parser(prog="run.py", description=__doc__.splitlines()[0])
     p.add_argument("--algo", help=f"one of: {', '.join(jmarl.algorithm_names())}")
+    p.add_argument("--preset", default=None, help=f"a paper experiment (env, budget, seeds, hyperparameters; "
+                                                  f"--algo picks one of its algorithms): {', '.join(presets.names())}")
     p.add_argument("--env", help="an environment name (see README)")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds, vmapped in one program (default 1)")
     p.add_argument("--seed", type=int, default=None, help="base seed (default 0)")
@@ -60,19 +64,32 @@ def build_parser() -> Parser:
     return p
 
 
+def apply_preset(args: argparse.Namespace) -> dict:
+    """Fill --algo, --env and --seeds from ``--preset``; returns the preset's hyperparameters for the algo."""
+    preset = presets.load(args.preset)
+    if args.env is not None and args.env != preset.env:
+        raise ConfigError(f"preset {preset.name} runs on {preset.env}; drop --env {args.env}")
+    args.algo = args.algo or preset.algos[0]
+    preset.configs([args.algo])  # the algorithm belongs to the preset and is available
+    args.env = preset.env
+    args.seeds = preset.seeds if args.seeds is None else args.seeds
+    return preset.overrides(args.algo)
+
+
 def resolve(args: argparse.Namespace):
-    """(config, run options) from the command line; raises ConfigError on bad input."""
+    """(config, sweep, run options) from the command line; raises ConfigError on bad input."""
+    base = apply_preset(args) if args.preset else {}
     if args.algo is None:
-        raise ConfigError("the following arguments are required: --algo (or --resume DIR)")
+        raise ConfigError("the following arguments are required: --algo (or --preset NAME, or --resume DIR)")
     if args.env is None:
-        raise ConfigError("the following arguments are required: --env (or --resume DIR)")
+        raise ConfigError("the following arguments are required: --env (or --preset NAME, or --resume DIR)")
     seeds = 1 if args.seeds is None else args.seeds
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     cls = config_class(args.algo)
     if args.env not in envs.names():
         jmarl.make_config(args.algo, args.env)  # raises with suggestions
-    overrides = {}
+    overrides = dict(base)
     for item in args.set:
         if "=" not in item:
             raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
@@ -84,6 +101,8 @@ def resolve(args: argparse.Namespace):
     from jmarl.sweep import parse_sweeps
 
     sweep = parse_sweeps(args.algo, args.sweep)
+    for key in set(sweep) & set(base):
+        overrides.pop(key)  # a sweep replaces the preset's value
     both = sorted(set(sweep) & set(overrides))
     if both:
         raise ConfigError(f"{', '.join(both)} given to both --set and --sweep; use one")

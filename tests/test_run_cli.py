@@ -81,3 +81,48 @@ def test_bad_run_options_exit_2_before_compiling(argv, needle, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_every_preset_resolves_and_is_documented():
+    from experiments import presets
+
+    readme = (ROOT / "experiments" / "presets" / "README.md").read_text()
+    assert len(presets.names()) >= 11
+    for name in presets.names():
+        preset = presets.load(name)
+        assert f"| `{name}` | {preset.paper}: {preset.figure} |" in readme
+        for algo, config in preset.configs().items():  # every algorithm of every preset is registered by now
+            assert (config.algo, config.env, config.total_steps) == (algo, preset.env, preset.total_steps)
+            assert all(getattr(config, k) == v for k, v in preset.per_algo.get(algo, {}).items())
+
+
+def test_presets_and_command_line_combine():
+    from experiments.compare import build_parser as compare_parser
+    from experiments.compare import resolve as compare_resolve
+    from experiments.run import build_parser, resolve
+
+    config, sweep, opts = resolve(build_parser().parse_args(
+        ["--preset", "tad_hallway", "--algo", "mappo", "--set", "hidden_dim=16", "--seeds", "2"]))
+    assert (config.algo, config.env, config.hidden_dim, config.ent_coef, config.recurrent) == (
+        "mappo", "hallway", 16, 2.0, False)
+    assert (config.total_steps, opts.seeds, sweep) == (30720, 2, {})
+    env, algos, seeds, overrides = compare_resolve(compare_parser().parse_args(
+        ["--preset", "lan_smax_3m", "--algos", "lan", "qmix", "--total-steps", "5000", "--out", "x"]))
+    assert (env, algos, seeds) == ("smax_3m", ["lan", "qmix"], 10)
+    assert overrides["qmix"]["eps_anneal_steps"] == 50000 and "eps_anneal_steps" not in overrides["lan"]
+    assert overrides["lan"]["total_steps"] == overrides["qmix"]["total_steps"] == 5000
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--preset", "tad_halway"], "did you mean tad_hallway"),
+    (["--preset", "tad_hallway", "--algo", "dpo"], "preset tad_hallway runs tad_ppo, mappo; not dpo"),
+    (["--preset", "tad_hallway", "--env", "matrix_tad10"], "runs on hallway; drop --env"),
+])
+def test_bad_presets_exit_2(argv, needle, capsys):
+    from experiments.run import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err, err

@@ -1,0 +1,87 @@
+"""Paper experiments as data: ``<name>.toml`` in this directory, one per preset (README.md lists them).
+
+A preset fixes the env, the algorithms compared, seeds, the env-step budget and hyperparameters:
+``[set]`` applies to every algorithm whose config has the key, ``[algo.<name>]`` to one algorithm.
+Presets are validated when used (``configs``), so a preset may name an algorithm that is not
+registered yet; it then fails with a message naming it.
+
+    python experiments/run.py --preset tad_hallway [--algo mappo] [--seeds 3] [--out runs/tad_hallway]
+    python experiments/compare.py --preset dpo_stochastic_game --out runs/dpo_sg
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from jmarl.config import ConfigError
+
+DIRECTORY = Path(__file__).resolve().parent
+REQUIRED = ("title", "paper", "figure", "env", "algos", "seeds", "total_steps")
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    name: str
+    title: str
+    paper: str
+    figure: str
+    env: str
+    algos: tuple[str, ...]
+    seeds: int
+    total_steps: int
+    common: dict[str, Any]
+    per_algo: dict[str, dict[str, Any]]
+    notes: str = ""
+
+    def overrides(self, algo: str) -> dict[str, Any]:
+        """The preset's hyperparameters for ``algo`` (common keys its config has, then its own)."""
+        from jmarl.registry import config_class
+
+        fields = {f.name for f in dataclasses.fields(config_class(algo))}
+        return {"total_steps": self.total_steps, **{k: v for k, v in self.common.items() if k in fields},
+                **self.per_algo.get(algo, {})}
+
+    def configs(self, algos: tuple[str, ...] | list[str] | None = None, **extra: Any) -> dict[str, Any]:
+        """Validated configs of ``algos`` (all of the preset's by default); ``extra`` overrides on top."""
+        import jmarl
+
+        chosen = tuple(algos) if algos else self.algos
+        unknown = [a for a in chosen if a not in self.algos]
+        if unknown:
+            raise ConfigError(f"preset {self.name} runs {', '.join(self.algos)}; not {', '.join(unknown)}")
+        missing = [a for a in chosen if a not in jmarl.algorithm_names()]
+        if missing:
+            raise ConfigError(f"preset {self.name} needs {', '.join(missing)}, which is not available in this "
+                              f"version (available: {', '.join(jmarl.algorithm_names())})")
+        return {a: jmarl.make_config(a, self.env, **{**self.overrides(a), **extra}) for a in chosen}
+
+
+def names() -> list[str]:
+    return sorted(p.stem for p in DIRECTORY.glob("*.toml"))
+
+
+def load(name: str) -> Preset:
+    """Parse ``<name>.toml``; an unknown name or a malformed file raises ConfigError."""
+    path = DIRECTORY / f"{name}.toml"
+    if not path.exists():
+        close = difflib.get_close_matches(name, names(), n=3, cutoff=0.5)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ConfigError(f"unknown preset {name!r}{hint}; valid: {', '.join(names())}")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path.name} is not valid TOML: {err}") from None
+    missing = [k for k in REQUIRED if k not in data]
+    if missing:
+        raise ConfigError(f"{path.name} lacks {', '.join(missing)}")
+    algo_tables = data.get("algo", {})
+    stray = sorted(set(algo_tables) - set(data["algos"]))
+    if stray:
+        raise ConfigError(f"{path.name} sets [algo.{stray[0]}] but does not run it")
+    return Preset(name, data["title"], data["paper"], data["figure"], data["env"], tuple(data["algos"]),
+                  int(data["seeds"]), int(data["total_steps"]), dict(data.get("set", {})),
+                  {k: dict(v) for k, v in algo_tables.items()}, data.get("notes", ""))
