@@ -9,8 +9,8 @@ Off-policy learners (remix, qmix, ...) skip their gradient steps until the repla
 complete episodes; before timing, their collection alone runs until every seed's buffer does, so every
 timed update includes its gradient steps. Their rows also give gradient steps per second.
 
-Rows are merged into the results files: a (algo, env, seeds) row replaces the previous one, rows of
-other configurations are kept.
+Rows are merged into the results files: a row replaces the previous one of the same algo, env, seeds
+and overrides; rows of other configurations are kept.
 
     python benchmarks/train_throughput.py [--algos dpo ippo] [--envs mpe_simple_spread smax_3m] [--seeds 1 32]
     python benchmarks/train_throughput.py --algos remix qmix --envs predator_prey_p0 smax_3m --updates 1 \
@@ -143,8 +143,8 @@ def parse_number(text: str):
 
 
 def merge_rows(path: Path, new_rows: list[dict]) -> list[dict]:
-    """Earlier rows of other (algo, env, seeds) configurations, then the new rows."""
-    key = lambda r: (r["algo"], r["env"], r["seeds"])  # noqa: E731
+    """Earlier rows of other (algo, env, seeds, overrides) configurations, then the new rows."""
+    key = lambda r: (r["algo"], r["env"], r["seeds"], json.dumps(r.get("overrides", {}), sort_keys=True))  # noqa: E731
     old = json.loads(path.read_text())["rows"] if path.exists() else []
     fresh = {key(r) for r in new_rows}
     return [r for r in old if key(r) not in fresh] + new_rows

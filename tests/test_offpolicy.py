@@ -207,7 +207,7 @@ def test_hard_target_copy_when_episodes_cross_a_multiple(matrix_run):
 def test_config_errors_before_compiling():
     with pytest.raises(ConfigError, match="buffer_size .* must be at least"):
         jmarl.make_algorithm(jmarl.make_config("qmix", "matrix_qtran", batch_size=128, buffer_size=100))
-    # predator-prey's float32 buffer of the paper's 10000 episodes is ~6.8 GiB per seed
+    # predator-prey's float32 buffer of the paper's 10000 episodes is ~6.9 GiB per seed
     with pytest.raises(ConfigError, match="bfloat16"):
         jmarl.make_algorithm(jmarl.make_config("remix", "predator_prey_p2", buffer_dtype="float32"))
     cfg = jmarl.make_config("remix", "predator_prey_p2")  # its env default: bfloat16, about 3.5 GiB
