@@ -122,7 +122,8 @@ def compare(dirs: list[Path], out: Path, wall: dict[str, float] | None = None) -
                                                     indent=1))
     series = {label: read_rows(d / "metrics.jsonl") for label, d in zip(labels, dirs, strict=True)}
     for key in keys:
-        plot_curves(series, key, out / f"compare_{key}.png", env_names[0], optimum if key == "return" else None)
+        plot_curves(series, key, out / f"compare_{key}.png", f"{' vs '.join(labels)} on {env_names[0]}",
+                    optimum if key == "return" else None)
     return text
 
 

@@ -1,4 +1,5 @@
-"""experiments/run.py: rejects bad input with exit code 2 and one line, and writes its three files."""
+"""experiments/run.py: rejects bad input with exit code 2 and one line before compiling, writes its results
+files, and combines presets with the command line."""
 
 import json
 import subprocess
@@ -23,12 +24,22 @@ RUN = [sys.executable, str(ROOT / "experiments" / "run.py")]
     (["--algo", "dpo", "--env", "hallway", "--total-steps", "0"], "total_steps must be >= 1"),
     (["--env", "hallway"], "--algo"),
 ])
-def test_bad_input_exits_2_with_one_line(argv, needle):
-    proc = subprocess.run(RUN + argv, capture_output=True, text=True, timeout=120)
+def test_bad_input_exits_2_with_one_line(argv, needle, capsys):
+    from experiments.run import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], lines
+
+
+def test_the_script_itself_exits_2_with_one_line():
+    """One real process (the cases above call main() in-process): exit code 2, one line, no traceback."""
+    proc = subprocess.run(RUN + ["--algo", "dpp", "--env", "hallway"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and needle in lines[0], proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert len(lines) == 1 and "did you mean dpo" in lines[0] and "Traceback" not in proc.stderr
 
 
 def test_end_to_end_writes_config_metrics_and_summary(tmp_path):
