@@ -213,7 +213,8 @@ def save_gif(frames: list[np.ndarray], path: str | Path, fps: float = 2.0) -> Pa
 def render_smax(env: Any, episode: Episode, path: str | Path, keys: list[jax.Array]) -> Path:
     """jaxmarl's SMAX visualiser on the recorded states and actions. It re-simulates the world ticks
     between env steps from each recorded state (with its own split of the step key), so unit motion
-    between two steps may differ slightly from the recorded episode; every env step's state is exact."""
+    between two steps may differ slightly from the recorded episode; every env step's state is exact. It
+    steps the world op by op and draws every world tick with pyplot: minutes per episode on a CPU."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -222,13 +223,7 @@ def render_smax(env: Any, episode: Episode, path: str | Path, keys: list[jax.Arr
     raw = env.unwrapped
     sequence = [(k, s, {a: jnp.asarray(int(episode.actions[t][i])) for i, a in enumerate(raw.agents)})
                 for t, (k, s) in enumerate(zip(keys, episode.states[:-1], strict=True))]
-    jax_env = raw.jax_env
-    # The visualiser steps the world eagerly; a jitted step (set on the instance for this call) is much faster.
-    jax_env.step_env = jax.jit(type(jax_env).step_env.__get__(jax_env), static_argnames=("get_state_sequence",))
-    try:
-        SMAXVisualizer(jax_env, sequence).animate(save_fname=str(path), view=False)
-    finally:
-        del jax_env.step_env
+    SMAXVisualizer(raw.jax_env, sequence).animate(save_fname=str(path), view=False)
     return Path(path)
 
 
