@@ -23,16 +23,18 @@ from jmarl.config import ConfigError
 
 AXIS = "runs"
 
-# Environment variables that announce a multi-process launch jax.distributed.initialize() can read.
-_LAUNCH_VARIABLES = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS")
-
-
 def initialize_distributed(force: bool = False) -> bool:
-    """Call ``jax.distributed.initialize()`` for a multi-host launch (``force``, or a coordinator
-    address in the environment); it must run before anything touches a device. Returns whether it ran."""
-    if not (force or any(os.environ.get(v) for v in _LAUNCH_VARIABLES)):
+    """Call ``jax.distributed.initialize()`` for a multi-host launch: with ``force``, or when
+    ``JAX_COORDINATOR_ADDRESS`` is set. jax finds the cluster itself on TPU pods, SLURM and Open MPI;
+    elsewhere ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` (read here) complete the coordinator address.
+    It must run before anything touches a device. Returns whether it ran."""
+    if not (force or os.environ.get("JAX_COORDINATOR_ADDRESS")):
         return False
-    jax.distributed.initialize()
+    kwargs = {}
+    for name, arg in (("JAX_NUM_PROCESSES", "num_processes"), ("JAX_PROCESS_ID", "process_id")):
+        if os.environ.get(name):
+            kwargs[arg] = int(os.environ[name])
+    jax.distributed.initialize(**kwargs)
     return True
 
 
