@@ -23,6 +23,7 @@ from jmarl.config import ConfigError
 
 AXIS = "runs"
 
+
 def initialize_distributed(force: bool = False) -> bool:
     """Call ``jax.distributed.initialize()`` for a multi-host launch: with ``force``, or when
     ``JAX_COORDINATOR_ADDRESS`` is set. jax finds the cluster itself on TPU pods, SLURM and Open MPI;
