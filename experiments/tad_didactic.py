@@ -8,7 +8,7 @@ defaults (normalised advantages, entropy 0.01) both learners settle on local opt
 Seeds are ``split(PRNGKey(1), seeds)``; tests/test_tad_ppo_learning.py asserts the paper's claims with
 these settings.
 
-    python experiments/tad_didactic.py [--games matrix_qtran matrix_tad10 hallway] [--seeds 10]
+    python experiments/tad_didactic.py [--games matrix_qtran matrix_tad10 hallway] [--algos tad_ppo mappo] [--seeds 10]
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ def final_evals(algo: str, env: str, seeds: int) -> dict[str, np.ndarray]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--games", nargs="+", default=list(GAMES), choices=list(GAMES))
+    parser.add_argument("--algos", nargs="+", default=list(ALGOS), choices=list(ALGOS))
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "tad_ppo_didactic.md"))
     args = parser.parse_args()
@@ -60,7 +61,7 @@ def main() -> None:
              "|---|---|---:|---|---|---:|"]
     for game in args.games:
         key = "score" if game.startswith("matrix") else "return"
-        for algo in ALGOS:
+        for algo in args.algos:
             t0 = time.perf_counter()
             evals = final_evals(algo, game, args.seeds)
             wall = time.perf_counter() - t0
