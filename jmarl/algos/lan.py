@@ -32,9 +32,10 @@ Schedule (App. B: "2 updates after every episode, target every 200 updates"), on
   paper learns after each single episode); ``eval_every`` 50 updates = the paper's 10k env steps.
 
 Choices where the paper is silent (config fields): V's gradient does not reach the agent GRU by default
-(``value_grad_to_agent``); the embedding has a ReLU; LAN-mean averages over all actions (eq. 6's 1/|U_a|), not only the available
-ones; the squared TD error has no 0.5 factor ("mean square temporal difference error", Algorithm 1);
-epsilon decays linearly (App. B; Algorithm 1's multiplicative decay has no rate).
+(``value_grad_to_agent``); the embedding has a ReLU; LAN-mean averages over all actions (eq. 6's
+1/|U_a|), not only the available ones; the squared TD error has no 0.5 factor ("mean square temporal
+difference error", Algorithm 1); epsilon decays linearly (App. B; Algorithm 1's multiplicative decay has
+no rate).
 """
 
 from __future__ import annotations
