@@ -1,4 +1,4 @@
-"""Shared off-policy machinery for recurrent value learners (ReMIX / QMIX / VDN / WQMIX, later LAN / IQL).
+"""Shared off-policy machinery for recurrent value learners (ReMIX / QMIX / VDN / WQMIX, LAN / IQL).
 
 Everything here is independent of the loss: the config fields off-policy learners share, the linear
 epsilon schedule, pymarl2's recurrent agent Q-network, agent inputs rebuilt from stored episodes,
