@@ -340,7 +340,8 @@ class OffPolicyLearner:
                 (loss, stats), grads = grad_fn(params, state.target_params, batch, state.hparams, k_loss)
                 updates, new_opt = self.tx.update(grads, opt_state, params)
                 updates = jax.tree.map(lambda u: -state.hparams["lr"] * u, updates)
-                return (optax.apply_updates(params, updates), new_opt), {"loss": loss, **stats}
+                stats = {"loss": loss, "grad_norm": optax.global_norm(grads), **stats}  # before clipping
+                return (optax.apply_updates(params, updates), new_opt), stats
 
             def skip(_):
                 shapes = jax.eval_shape(do, None)[1]

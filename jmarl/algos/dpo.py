@@ -269,6 +269,7 @@ class DPO:
             take = lambda x: jnp.take(x, idx, axis=1)  # noqa: E731  envs are axis 1 of [T, E, ...]
             c0 = jax.tree.map(lambda c: jnp.take(c, idx, axis=1), carries0)  # carries are [N, E, H]
             grads, stats = grad_fn(params, state.betas, c0, jax.tree.map(take, traj), take(adv), take(targets))
+            stats = {**stats, "grad_norm": optax.global_norm(grads)}  # before clipping, all agents
             return apply_grads(params, opt_state, grads), stats
 
         key, k_epochs = jax.random.split(state.key)

@@ -248,7 +248,8 @@ class LAN(OffPolicyLearner):
             (loss, stats), grads = grad_fn(params, target, batch, hp, k_loss)
             updates, opt_state = self.tx.update(grads, opt_state, params)
             updates = jax.tree.map(lambda u: -hp["lr"] * u, updates)
-            return optax.apply_updates(params, updates), opt_state, {"loss": loss, **stats}
+            stats = {"loss": loss, "grad_norm": optax.global_norm(grads), **stats}  # before clipping
+            return optax.apply_updates(params, updates), opt_state, stats
 
         stat_shapes = jax.eval_shape(gradient_step, state.params, state.opt_state, state.target_params, k_train)[2]
         zeros = {k: jnp.zeros(s.shape, s.dtype) for k, s in stat_shapes.items()}

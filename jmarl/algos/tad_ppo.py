@@ -587,6 +587,7 @@ class TADPPO:
             take = lambda x: jnp.take(x, idx, axis=1)  # noqa: E731  envs are axis 1 of [T, E, ...]
             c0 = jax.tree.map(lambda c: jnp.take(c, idx, axis=0), carries0)  # carries are [E, N, H]
             grads, stats = grad_fn(params, c0, jax.tree.map(take, traj), take(adv), take(targets), ent_coef)
+            stats = {**stats, "grad_norm": optax.global_norm(grads)}  # before clipping, actor and critic
             updates, opt_state = self.tx.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), stats
 
