@@ -2,15 +2,22 @@
 
 A checkpoint holds the state of every run of a program (params, optimiser state, env states, RNG,
 counters, adaptive coefficients, replay buffers: the whole TrainState pytree) and a small JSON
-record (chunks done, the run's fingerprint). The step number is the number of compiled chunks
-done. Saving is asynchronous: the device-to-host copy happens inside ``save``, so the next chunk may
-donate the state's buffers; writing to disk overlaps with training. The last ``keep`` checkpoints
-are kept.
+record (chunks done, the run's identity: resolved config, seeds, base seed, sweep, and its
+fingerprint). The step number is the number of compiled chunks done. Saving is asynchronous: the
+device-to-host copy happens inside ``save``, so the next chunk may donate the state's buffers;
+writing to disk overlaps with training. The last ``keep`` checkpoints are kept.
 
-Restoring checks before reading any array that the checkpoint was written by the same run (the
-fingerprint of its config, seeds and sweep) and that every leaf's path, shape and dtype match what
-the program expects, and turns unreadable files into a :class:`CheckpointError` that says which
-checkpoint failed and which others exist.
+Interrupted writes: Orbax writes a checkpoint into ``<step>.orbax-checkpoint-tmp``, then records a
+commit timestamp in ``_CHECKPOINT_METADATA``, writes ``commit_success.txt`` and renames the directory
+to ``<step>``. A leftover temporary directory is never listed (and is replaced when that step is
+saved again); a step directory without either completion mark (or without its ``state``/``record``
+items) is *incomplete*: it is skipped in favour of the latest complete checkpoint and, when a run
+resumes writing, moved aside to ``<step>.incomplete`` so that the step can be written again. A
+complete checkpoint whose files are damaged is refused with an error naming it and what to do.
+
+Restoring checks before reading any array that the checkpoint was written by the same run (its
+identity; differing keys are named) and that every leaf's path, shape and dtype match what the
+program expects.
 """
 
 from __future__ import annotations
@@ -29,9 +36,53 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is missing, unreadable or written by a different run."""
 
 
+COMMIT_FILE = "commit_success.txt"
+STEP_METADATA = "_CHECKPOINT_METADATA"
+ITEMS = ("state", "record")
+TMP_MARK = ".orbax-checkpoint-tmp"
+
+
 def fingerprint(record: dict[str, Any]) -> str:
     """A short hash of what must not change across a resume (JSON-serialisable)."""
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def as_json(value: Any) -> Any:
+    """``value`` as it reads back from a JSON record (tuples become lists)."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def _flat(identity: dict[str, Any]) -> dict[str, Any]:
+    """The config's keys at the top level beside ``seeds``, ``base_seed`` and ``sweep``."""
+    out = {k: v for k, v in identity.items() if k != "config"}
+    out.update(identity.get("config", {}))
+    return out
+
+
+def identity_mismatch(stored: dict[str, Any], given: dict[str, Any], limit: int = 6) -> str:
+    """``"env: stored smax_3m, given hallway; hidden_dim: stored 64, given 128"``: the keys that differ."""
+    a, b = _flat(as_json(stored)), _flat(as_json(given))
+    keys = sorted(k for k in set(a) | set(b) if a.get(k, "(absent)") != b.get(k, "(absent)"))
+    keys.sort(key=lambda k: (k not in ("algo", "env"), k))  # the algorithm and env first
+    parts = [f"{k}: stored {a.get(k, '(absent)')}, given {b.get(k, '(absent)')}" for k in keys[:limit]]
+    return "; ".join(parts) + (f"; and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def is_complete(step_dir: Path) -> bool:
+    """Whether Orbax finished writing ``step_dir`` (either completion mark, and both items)."""
+    if not all((step_dir / item).is_dir() for item in ITEMS):
+        return False
+    if (step_dir / COMMIT_FILE).exists():
+        return True
+    try:
+        return json.loads((step_dir / STEP_METADATA).read_text()).get("commit_timestamp_nsecs") is not None
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _short(err: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: " + (text[:limit] + " ..." if len(text) > limit else text)
 
 
 def _key_name(key: Any) -> str:
@@ -64,18 +115,45 @@ def describe_mismatch(expected: dict, stored: dict, limit: int = 3) -> str:
 
 
 class Checkpoints:
-    """The checkpoints of one program under ``directory`` (created on the first save)."""
+    """The checkpoints of one program under ``directory`` (created on the first save).
 
-    def __init__(self, directory: str | Path, keep: int = 3):
+    ``writer``: this process will save here (a run or a resumed run): incomplete step directories
+    are moved aside first. Readers (evaluation, export) leave the directory as it is.
+    """
+
+    def __init__(self, directory: str | Path, keep: int = 3, writer: bool = False):
         if keep < 1:
             raise ValueError(f"keep must be >= 1, got {keep}")
         self.directory = Path(directory).resolve()
+        self.moved_aside: list[Path] = []
+        if writer:
+            self.moved_aside = [self._move_aside(d) for d in self.incomplete() if d.name.isdigit()]
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
         handlers = {"state": ocp.StandardCheckpointHandler(), "record": ocp.JsonCheckpointHandler()}
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
+    def _move_aside(self, step_dir: Path) -> Path:
+        target, n = step_dir.with_name(f"{step_dir.name}.incomplete"), 1
+        while target.exists():
+            n += 1
+            target = step_dir.with_name(f"{step_dir.name}.incomplete{n}")
+        step_dir.rename(target)
+        return target
+
+    def incomplete(self) -> list[Path]:
+        """Leftovers of interrupted writes: Orbax temporary directories and step directories without
+        a completion mark (neither is ever restored)."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(d for d in self.directory.iterdir()
+                      if d.is_dir() and (TMP_MARK in d.name or (d.name.isdigit() and not is_complete(d))))
+
     def steps(self) -> list[int]:
-        return sorted(self.manager.all_steps())
+        """Steps of the complete checkpoints."""
+        return sorted(s for s in self.manager.all_steps() if is_complete(self.directory / str(s)))
+
+    def step_dir(self, step: int) -> Path:
+        return self.directory / str(step)
 
     def save(self, step: int, state: Any, record: dict[str, Any]) -> None:
         """Start writing ``state`` (global arrays) and the JSON ``record`` as checkpoint ``step``."""
@@ -85,36 +163,55 @@ class Checkpoints:
     def _step(self, step: int | None) -> int:
         steps = self.steps()
         if not steps:
-            raise CheckpointError(f"no checkpoint under {self.directory}")
+            skipped = self.incomplete()
+            raise CheckpointError(f"no checkpoint under {self.directory}" + (
+                f" (only incomplete writes: {', '.join(d.name for d in skipped)})" if skipped else ""))
         if step is None:
             return steps[-1]
         if step not in steps:
             raise CheckpointError(f"no checkpoint {step} under {self.directory}; present: {steps}")
         return step
 
+    def _damaged(self, step: int, what: str, err: BaseException) -> CheckpointError:
+        """A complete checkpoint that cannot be read: say which, and what to do."""
+        earlier = [s for s in self.steps() if s < step]
+        todo = (f"move {self.step_dir(step)} away to resume from checkpoint {earlier[-1]}" if earlier
+                else "start the run afresh in another results directory")
+        return CheckpointError(f"checkpoint {step} under {self.directory} is damaged: its {what} could not be read "
+                               f"({_short(err)}); {todo} (present: {self.steps()})")
+
     def record(self, step: int | None = None) -> dict[str, Any]:
-        """The JSON record of a checkpoint (the latest by default)."""
+        """The JSON record of a checkpoint (the latest complete one by default)."""
         step = self._step(step)
         try:
             return self.manager.restore(step, args=ocp.args.Composite(record=ocp.args.JsonRestore()))["record"]
         except Exception as err:  # orbax raises many types for a damaged directory
-            raise CheckpointError(f"checkpoint {step} under {self.directory} is unreadable "
-                                  f"({type(err).__name__}: {err}); present: {self.steps()}") from err
+            raise self._damaged(step, "record", err) from err
 
-    def restore(self, target: Any, step: int | None = None, expect: str | None = None) -> tuple[Any, dict]:
+    def check_identity(self, record: dict[str, Any], identity: dict[str, Any], step: int) -> None:
+        """Refuse a checkpoint written by a different run, naming what differs."""
+        if record.get("fingerprint") == fingerprint(identity):
+            return
+        stored = record.get("run")
+        detail = identity_mismatch(stored, identity) if isinstance(stored, dict) else (
+            "its config, seeds or sweep differ (an older checkpoint without its run's settings)")
+        raise CheckpointError(f"the checkpoints under {self.directory} belong to a different run (checkpoint {step}): "
+                              f"{detail}; resume with the run's own settings (its config.json)")
+
+    def restore(self, target: Any, step: int | None = None,
+                expect: dict[str, Any] | None = None) -> tuple[Any, dict]:
         """Restore into ``target``'s structure: a pytree of ``jax.ShapeDtypeStruct`` with shardings
-        (global arrays) or of NumPy arrays (host copies). ``expect`` is the run's fingerprint."""
+        (global arrays) or of NumPy arrays (host copies). ``expect`` is the run's identity
+        (``fingerprint(expect)`` must match the record's)."""
         step = self._step(step)
         record = self.record(step)
-        if expect is not None and record.get("fingerprint") != expect:
-            raise CheckpointError(f"checkpoint {step} under {self.directory} belongs to a different run "
-                                  f"(its config, seeds or sweep differ); resume with the run's own settings")
+        if expect is not None:
+            self.check_identity(record, expect, step)
         try:
             stored_tree = self.manager.item_metadata(step)["state"]
             stored = leaf_table(getattr(stored_tree, "tree", stored_tree))
         except Exception as err:
-            raise CheckpointError(f"checkpoint {step} under {self.directory} has no readable state metadata "
-                                  f"({type(err).__name__}: {err})") from err
+            raise self._damaged(step, "state metadata", err) from err
         expected = leaf_table(target)
         if stored != expected:
             raise CheckpointError(f"checkpoint {step} under {self.directory} does not match this program's "
@@ -123,9 +220,7 @@ class Checkpoints:
         try:
             state = self.manager.restore(step, args=args)["state"]
         except Exception as err:
-            raise CheckpointError(f"checkpoint {step} under {self.directory} could not be read "
-                                  f"({type(err).__name__}: {err}); it may be incomplete or corrupt; "
-                                  f"present: {self.steps()}") from err
+            raise self._damaged(step, "arrays", err) from err
         return state, record
 
     def wait(self) -> None:

@@ -12,6 +12,12 @@ An algorithm is an object built from a frozen config with
 Training is a scan over *chunks*; a chunk is ``eval_every`` updates followed by one evaluation.
 The runner calls the same compiled chunk repeatedly, so progress, checkpoints and logging happen
 between chunks without recompiling; ``make_train`` scans the chunks inside one program instead.
+
+Every chunk also reports whether training stayed finite (a few reductions per update, inside the
+compiled program), so a run that diverges stops before a NaN reaches a checkpoint:
+``nonfinite/train/<name>`` for every float metric the update returns and ``nonfinite/params`` for the
+learnable parameters (``params`` and ``target_params`` where present; not replay buffers) hold the
+index within the chunk of the first update after which the value was NaN or infinite, or -1.
 """
 
 from __future__ import annotations
@@ -61,19 +67,50 @@ def plan(algo: Algorithm) -> Plan:
     return Plan(algo.steps_per_update, per_chunk, math.ceil(updates / per_chunk))
 
 
+NONFINITE = "nonfinite/"
+
+
+def learnable(state: Any) -> dict[str, Any]:
+    """The parameters a diverging update corrupts first (replay buffers are left out: large, and their
+    contents come from the env)."""
+    out = {"params": state.params}
+    if getattr(state, "target_params", None) is not None:
+        out["target_params"] = state.target_params
+    return out
+
+
+def all_finite(tree: Any) -> jax.Array:
+    checks = [jnp.isfinite(x).all() for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.stack(checks).all() if checks else jnp.asarray(True)
+
+
+def first_false(ok: jax.Array) -> jax.Array:
+    """Index of the first False along axis 0, or -1 when all are True."""
+    return jnp.where(ok.all(), -1, jnp.argmin(ok)).astype(jnp.int32)
+
+
 def make_chunk(algo: Algorithm, updates_per_chunk: int) -> Callable[[Any], tuple[Any, dict[str, jax.Array]]]:
     """``chunk(state) -> (state, metrics)``: a scan of updates, then a greedy evaluation.
 
     Metrics: training metrics averaged over the chunk under ``train/``, the evaluation under
-    ``eval/``, and ``env_steps`` (per seed) at the end of the chunk.
+    ``eval/``, ``env_steps`` (per seed) at the end of the chunk, and the finiteness flags under
+    ``nonfinite/`` (module docstring).
     """
 
+    def guarded_update(state, _):
+        state, metrics = algo.update(state)
+        finite = {k: all_finite(v) for k, v in metrics.items() if jnp.issubdtype(v.dtype, jnp.inexact)}
+        finite["params"] = all_finite(learnable(state))
+        return state, (metrics, finite)
+
     def chunk(state):
-        state, train_metrics = jax.lax.scan(lambda s, _: algo.update(s), state, None, updates_per_chunk)
+        state, (train_metrics, finite) = jax.lax.scan(guarded_update, state, None, updates_per_chunk)
         evals = algo.evaluate(state)
         metrics = {f"train/{k}": v.mean() for k, v in train_metrics.items()}
         metrics.update({f"eval/{k}": v for k, v in evals.items()})
         metrics["env_steps"] = state.env_steps
+        metrics.update({NONFINITE + ("params" if k == "params" else f"train/{k}"): first_false(ok)
+                        for k, ok in finite.items()})
         return state, metrics
 
     return chunk
@@ -81,7 +118,12 @@ def make_chunk(algo: Algorithm, updates_per_chunk: int) -> Callable[[Any], tuple
 
 def make_train(config: Any) -> Callable[[jax.Array], tuple[Any, dict[str, jax.Array]]]:
     """``train(key) -> (final state, metrics stacked over evaluation points)``; pure and jittable,
-    so ``jax.jit(jax.vmap(train))(keys)`` trains one seed per key in one program."""
+    so ``jax.jit(jax.vmap(train))(keys)`` trains one seed per key in one program.
+
+    Besides ``train/...``, ``eval/...`` and ``env_steps``, the metrics hold per chunk the finiteness
+    flags ``nonfinite/train/<name>`` and ``nonfinite/params`` (-1: finite throughout the chunk; else
+    the index of the first non-finite update within it): training does not stop on them, the caller
+    decides (``(metrics["nonfinite/params"] >= 0).any()``)."""
     from jmarl.registry import make_algorithm
 
     algo = make_algorithm(config)

@@ -18,6 +18,14 @@ Results directory (keys are stable; other tools read them):
 - ``checkpoints/``: Orbax checkpoints of the full train state (jmarl/checkpoint.py).
 With a sweep, each point gets these files (but not ``checkpoints/``) in its own subdirectory
 ``key=value__...``, and ``sweep.md`` / ``sweep.json`` / ``sweep_<key>.png`` compare the points.
+
+Stopping early, between chunks:
+- a chunk in which any run's training metrics or parameters became NaN or infinite (the chunk's
+  ``nonfinite/...`` flags, jmarl/core.py) is neither logged nor checkpointed: :class:`NonFiniteError`
+  names the run, the update and what went non-finite, and the last good checkpoint;
+- SIGINT or SIGTERM during the chunk loop lets the current chunk finish, checkpoints it (whatever
+  ``checkpoint_every`` says), waits for the write and raises :class:`Interrupted`; resuming then ends
+  exactly like an uninterrupted run. A second SIGINT while the checkpoint is written aborts at once.
 """
 
 from __future__ import annotations
@@ -28,7 +36,10 @@ import importlib.metadata
 import json
 import math
 import platform
+import signal
 import subprocess
+import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,9 +49,9 @@ import numpy as np
 
 from jmarl import devices as dev
 from jmarl import sweep as sw
-from jmarl.checkpoint import CheckpointError, Checkpoints, fingerprint
+from jmarl.checkpoint import Checkpoints, fingerprint
 from jmarl.config import ConfigError, validate
-from jmarl.core import Plan
+from jmarl.core import NONFINITE, Plan
 from jmarl.program import Program, abstract_state, check_block, compile_program
 from jmarl.results import (
     MetricsFiles,
@@ -89,6 +100,60 @@ class RunOptions:
             dev.make_mesh(self.devices)  # raises if out of range
 
 
+class NonFiniteError(RuntimeError):
+    """Training produced NaN or infinite metrics or parameters; nothing of that chunk was kept."""
+
+
+class Interrupted(RuntimeError):
+    """SIGINT / SIGTERM stopped the run after a chunk; ``signum`` is the signal received."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+class StopRequest:
+    """While active, SIGINT and SIGTERM only ask the chunk loop to stop after the current chunk; a second
+    SIGINT raises KeyboardInterrupt at once. Handlers go in only on the main thread (Python allows no
+    other) and the previous ones come back on exit."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = self.signum or signum
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+def first_nonfinite(metrics: dict[str, np.ndarray], runs: int) -> tuple[int, int, list[str], int] | None:
+    """(run, update within the chunk, names non-finite at that update, runs affected) of the earliest
+    non-finite update over the first ``runs`` runs (padding excluded); None when all stayed finite."""
+    flags = {k[len(NONFINITE):]: np.asarray(v)[:runs] for k, v in metrics.items() if k.startswith(NONFINITE)}
+    if not flags:
+        return None
+    first = np.stack(list(flags.values()))  # [names, runs], -1 = finite
+    if (first < 0).all():
+        return None
+    earliest = np.where(first >= 0, first, np.iinfo(np.int32).max)
+    run = int(np.argmin(earliest.min(axis=0)))
+    update = int(earliest[:, run].min())
+    names = [k for k, v in flags.items() if v[run] == update]
+    return run, update, names, int((first >= 0).any(axis=0).sum())
+
+
 def seed_keys(base_seed: int, seeds: int) -> jax.Array:
     """Seed i's key does not depend on how many seeds run beside it."""
     base = jax.random.PRNGKey(base_seed)
@@ -119,10 +184,14 @@ def git_commit() -> str | None:
         return None
 
 
+def run_identity(config: Any, seeds: int, base_seed: int, traced: dict[str, tuple]) -> dict[str, Any]:
+    """What a checkpoint must share with the run that resumes it (stored in its record)."""
+    return {"config": dataclasses.asdict(config), "seeds": seeds, "base_seed": base_seed,
+            "sweep": {k: list(v) for k, v in traced.items()}}
+
+
 def run_fingerprint(config: Any, seeds: int, base_seed: int, traced: dict[str, tuple]) -> str:
-    """What a checkpoint must share with the run that resumes it."""
-    return fingerprint({"config": dataclasses.asdict(config), "seeds": seeds, "base_seed": base_seed,
-                        "sweep": {k: list(v) for k, v in traced.items()}})
+    return fingerprint(run_identity(config, seeds, base_seed, traced))
 
 
 def checkpoint_chunks(p: Plan, every_updates: int | None) -> int:
@@ -183,8 +252,8 @@ def load_checkpoint(run_dir: str | Path, step: int | None = None) -> tuple[Any, 
     target = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), abstract_state(config, tuple(traced), runs))
     ckpt = Checkpoints(Path(run_dir) / "checkpoints")
     try:
-        fp = run_fingerprint(config, meta["seeds"], meta["base_seed"], traced)
-        state, record = ckpt.restore(target, step, expect=fp)
+        identity = run_identity(config, meta["seeds"], meta["base_seed"], traced)
+        state, record = ckpt.restore(target, step, expect=identity)
     finally:
         ckpt.close()
     return config, state, meta, record
@@ -217,7 +286,7 @@ def run(config: Any, seeds: int = 1, out_dir: str | Path | None = None, base_see
     if not dev.is_main_process():
         log = lambda line: None  # noqa: E731  only process 0 logs
     if not sequential:
-        return _run_program(config, traced, out, opts, log, resume)
+        return _run_program(config, traced, out, opts, log, resume, out)
 
     points = sw.grid(sequential)
     log(f"{', '.join(sequential)} change{'s' if len(sequential) == 1 else ''} the compiled program: "
@@ -231,7 +300,7 @@ def run(config: Any, seeds: int = 1, out_dir: str | Path | None = None, base_see
     for i, point in enumerate(points):
         log(f"program {i + 1}/{len(points)}: {sw.point_name(point)}")
         sub = out / sw.point_name(point) if out is not None else None
-        summary = _run_program(dataclasses.replace(config, **point), traced, sub, opts, log, resume)
+        summary = _run_program(dataclasses.replace(config, **point), traced, sub, opts, log, resume, out)
         entries = summary["sweep"] if traced else [{"point": {}, **summary}]
         results += [{**e, "point": {**point, **e["point"]}} for e in entries]
     if out is not None and dev.is_main_process():
@@ -262,17 +331,22 @@ def _meta(config: Any, opts: RunOptions, p: Plan | None) -> dict[str, Any]:
 
 
 def _run_program(config: Any, traced: dict[str, tuple], out: Path | None, opts: RunOptions,
-                 log: Callable[[str], None], resume: bool) -> dict[str, Any]:
+                 log: Callable[[str], None], resume: bool, root: Path | None) -> dict[str, Any]:
+    """One compiled program; ``root`` is the results directory a resume names (``out`` or its parent)."""
     from jmarl.progress import Progress
 
     points, seeds = sw.grid(traced), opts.seeds
     runs = len(points) * seeds
-    fp = run_fingerprint(config, seeds, opts.base_seed, traced)
-    ckpt = Checkpoints(out / "checkpoints", opts.keep_checkpoints) if (out is not None and opts.checkpoints) else None
+    identity = run_identity(config, seeds, opts.base_seed, traced)
+    ckpt = None
+    if out is not None and opts.checkpoints:
+        ckpt = Checkpoints(out / "checkpoints", opts.keep_checkpoints, writer=dev.is_main_process())
+        for moved in ckpt.moved_aside:
+            log(f"incomplete checkpoint (an interrupted write) moved aside to {moved}")
     resuming = resume and ckpt is not None and bool(ckpt.steps())
-    if resuming and ckpt.record().get("fingerprint") != fp:
-        raise CheckpointError(f"the checkpoints under {ckpt.directory} belong to a different run (its config, "
-                              f"seeds or sweep differ); resume with the run's own config.json")
+    if resuming:
+        latest = ckpt.steps()[-1]
+        ckpt.check_identity(ckpt.record(latest), identity, latest)
     num_devices = opts.devices if opts.devices is not None else len(jax.devices())
     prog = compile_program(config, tuple(traced), runs, num_devices, opts.vmap_block)
     p, main = prog.plan, dev.is_main_process()
@@ -286,7 +360,7 @@ def _run_program(config: Any, traced: dict[str, tuple], out: Path | None, opts: 
     keys_in, hparams = dev.put_runs(host_inputs, prog.mesh)
     done, state = 0, None
     if resuming:
-        state, record = _restore(ckpt, prog, fp)
+        state, record = _restore(ckpt, prog, identity)
         done = record["chunks_done"]
         log(f"resumed from {ckpt.directory} at chunk {done}/{p.num_chunks} ({done * steps_per_chunk:,} env steps "
             f"per run)")
@@ -303,23 +377,42 @@ def _run_program(config: Any, traced: dict[str, tuple], out: Path | None, opts: 
     progress = Progress(p.total_steps, runs, log)
     progress.start(done * steps_per_chunk)
     last_rows: list[list[dict]] = []
+    stop = StopRequest()
     try:
-        for i in range(done, p.num_chunks):
-            state, metrics = prog.chunk(state, hparams)
-            metrics = dev.fetch(metrics)
-            last_rows = [metric_rows(metrics, range(j * seeds, (j + 1) * seeds), range(seeds), EVAL_KEYS)
-                         for j in range(len(points))]
-            if main and out is not None:
-                for d, rows in zip(leaf, last_rows, strict=True):
-                    MetricsFiles(d).append(rows)
-            flat = [r for rows in last_rows for r in rows]
-            progress.update(flat[0]["env_steps"], {k: float(np.mean([r[k] for r in flat]))
-                                                   for k in eval_keys(flat[0], EVAL_KEYS)})
-            if ckpt is not None and (i + 1 == p.num_chunks or (i + 1) % every == 0):
-                _save(ckpt, prog, state, i + 1, fp, flat[0]["env_steps"])
-    finally:
+        with stop:
+            for i in range(done, p.num_chunks):
+                state, metrics = prog.chunk(state, hparams)
+                metrics = dev.fetch(metrics)
+                bad = first_nonfinite(metrics, runs)
+                if bad is not None:  # before any row or checkpoint of this chunk
+                    raise _nonfinite_error(config, points, seeds, p, i, bad, ckpt)
+                last_rows = [metric_rows(metrics, range(j * seeds, (j + 1) * seeds), range(seeds), EVAL_KEYS)
+                             for j in range(len(points))]
+                if main and out is not None:
+                    for d, rows in zip(leaf, last_rows, strict=True):
+                        MetricsFiles(d).append(rows)
+                flat = [r for rows in last_rows for r in rows]
+                progress.update(flat[0]["env_steps"], {k: float(np.mean([r[k] for r in flat]))
+                                                       for k in eval_keys(flat[0], EVAL_KEYS)})
+                stopping = stop.signum is not None
+                if ckpt is not None and (i + 1 == p.num_chunks or (i + 1) % every == 0 or stopping):
+                    _save(ckpt, prog, state, i + 1, identity, flat[0]["env_steps"])
+                if stopping:
+                    if ckpt is not None:
+                        ckpt.wait()  # a second SIGINT here aborts (KeyboardInterrupt)
+                    if progress.in_place:
+                        sys.stdout.write("\n")
+                    message = _interrupted_message(flat[0]["env_steps"], out, root, ckpt is not None)
+                    log(message)
+                    raise Interrupted(message, stop.signum)
+    except KeyboardInterrupt:
+        raise  # aborting: do not wait for a checkpoint write (an incomplete one is never restored)
+    except BaseException:
         if ckpt is not None:
             ckpt.close()
+        raise
+    if ckpt is not None:
+        ckpt.close()
 
     summaries = []
     for j, pt in enumerate(points):
@@ -338,19 +431,44 @@ def _run_program(config: Any, traced: dict[str, tuple], out: Path | None, opts: 
     return {"sweep": summaries}
 
 
-def _restore(ckpt: Checkpoints, prog: Program, fp: str) -> tuple[Any, dict]:
+def _restore(ckpt: Checkpoints, prog: Program, identity: dict) -> tuple[Any, dict]:
     """The latest checkpoint as global arrays (padded runs are not stored: they are re-derived)."""
     if prog.padded == prog.runs:
-        return ckpt.restore(prog.abstract_state, expect=fp)
+        return ckpt.restore(prog.abstract_state, expect=identity)
     host = jax.tree.map(lambda x: np.zeros((prog.runs,) + x.shape[1:], x.dtype), prog.abstract_state)
-    state, record = ckpt.restore(host, expect=fp)
+    state, record = ckpt.restore(host, expect=identity)
     return dev.put_runs(dev.pad_runs(state, prog.padded), prog.mesh), record
 
 
-def _save(ckpt: Checkpoints, prog: Program, state: Any, chunks_done: int, fp: str, env_steps: int) -> None:
+def _save(ckpt: Checkpoints, prog: Program, state: Any, chunks_done: int, identity: dict, env_steps: int) -> None:
     real = state if prog.padded == prog.runs else jax.tree.map(lambda x: x[:prog.runs], state)
     ckpt.save(chunks_done, real, {"chunks_done": chunks_done, "updates_done": chunks_done * prog.plan.updates_per_chunk,
-                                  "env_steps": env_steps, "fingerprint": fp})
+                                  "env_steps": env_steps, "fingerprint": fingerprint(identity), "run": identity})
+
+
+def _nonfinite_error(config: Any, points: list[dict], seeds: int, p: Plan, chunk: int,
+                     bad: tuple[int, int, list[str], int], ckpt: Checkpoints | None) -> NonFiniteError:
+    run, update, names, affected = bad
+    point = f" at sweep point {sw.point_name(points[run // seeds])}" if points[run // seeds] else ""
+    number = chunk * p.updates_per_chunk + update + 1
+    others = f" ({affected} runs affected)" if affected > 1 else ""
+    if ckpt is None:
+        kept = "checkpoints are off"
+    else:
+        ckpt.wait()
+        steps = ckpt.steps()
+        kept = f"last good checkpoint: {ckpt.step_dir(steps[-1])}" if steps else "no checkpoint was written yet"
+    return NonFiniteError(f"{config.algo} on {config.env}, seed {run % seeds}{point}: {', '.join(names)} became "
+                          f"NaN or infinite in update {number} of {p.total_updates} "
+                          f"(env steps {number * p.steps_per_update}){others}; that chunk was not logged or saved; "
+                          f"{kept}")
+
+
+def _interrupted_message(env_steps: int, out: Path | None, root: Path | None, saved: bool) -> str:
+    if saved:
+        return f"interrupted at env steps {env_steps}; resume with: python experiments/run.py --resume {root}"
+    where = "checkpoints are off" if out is not None else "no results directory"
+    return f"interrupted at env steps {env_steps}; nothing was saved to resume from ({where})"
 
 
 def _prepare_files(config: Any, out: Path, leaf: list[Path], points: list[dict], opts: RunOptions, p: Plan,

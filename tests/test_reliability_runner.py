@@ -1,0 +1,361 @@
+"""Runner reliability: the numerical guard stops a diverging run before it logs or checkpoints the bad
+chunk; SIGINT / SIGTERM stop after a chunk with a checkpoint, and the resumed run ends exactly like an
+uninterrupted one; interrupted checkpoint writes are skipped, damaged or foreign checkpoints refused with
+a message that names what is wrong."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jmarl
+import jmarl.program
+from jmarl.checkpoint import CheckpointError, Checkpoints, fingerprint, is_complete
+from jmarl.core import make_chunk
+from jmarl.runner import Interrupted, NonFiniteError, first_nonfinite, load_checkpoint, run, run_identity, seed_keys
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# ----- a stand-in learner that compiles in a blink ----------------------------------------------
+
+
+@flax.struct.dataclass
+class FakeState:
+    params: dict
+    target_params: dict
+    env_steps: jax.Array
+    update_count: jax.Array
+    trigger: jax.Array  # the (1-based) update whose loss is infinite; params are NaN from the next one on
+
+
+class Diverging:
+    """Loss +inf at update ``trigger``, parameters NaN from update ``trigger + 1``. With ``lr > 0.01`` the
+    trigger is 6 + (last word of the seed's key) % 5; otherwise it never comes."""
+
+    steps_per_update = 10
+
+    def __init__(self, config):
+        self.config = config
+
+    def init(self, key):
+        trigger = jnp.where(self.config.lr > 0.01, 6 + (key[-1] % 5).astype(jnp.int32), 10**6)
+        w = jnp.zeros(3, jnp.float32)
+        return FakeState({"w": w}, {"w": w}, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), trigger)
+
+    def update(self, state):
+        count = state.update_count + 1
+        w = jnp.where(count > state.trigger, jnp.nan, state.params["w"] + 1.0)
+        metrics = {"loss": jnp.where(count >= state.trigger, jnp.inf, 1.0), "grad_norm": jnp.float32(0.5),
+                   "episodes": count}  # an integer metric is not checked
+        state = state.replace(params={"w": w}, env_steps=state.env_steps + self.steps_per_update, update_count=count)
+        return state, metrics
+
+    def evaluate(self, state):
+        return {"return": state.update_count.astype(jnp.float32)}
+
+
+def fake_state(trigger, target_nan=False):
+    w = jnp.zeros(3, jnp.float32)
+    target = jnp.full(3, jnp.nan) if target_nan else w
+    return FakeState({"w": w}, {"w": target}, jnp.int32(0), jnp.int32(0), jnp.int32(trigger))
+
+
+# total_steps 160 = 16 updates of 10 steps = 4 chunks of 4 updates (a config no other test compiles)
+FAKE_CONFIG = jmarl.make_config("dpo", "matrix_dpo4", total_steps=160, eval_every=4, num_envs=2, num_steps=5,
+                                hidden_dim=4, eval_episodes=1)
+
+
+@pytest.fixture
+def fake_learner(monkeypatch):
+    monkeypatch.setattr(jmarl.program, "make_algorithm", Diverging)
+    jmarl.program.compile_program.cache_clear()
+    yield
+    jmarl.program.compile_program.cache_clear()
+
+
+def test_chunk_reports_the_first_nonfinite_update_per_metric_and_params():
+    chunk = jax.jit(jax.vmap(make_chunk(Diverging(FAKE_CONFIG), 8)))
+    states = jax.tree.map(lambda *xs: jnp.stack(xs), fake_state(2), fake_state(8), fake_state(100),
+                          fake_state(100, target_nan=True))
+    _, m = chunk(states)
+    # trigger 2: loss inf in update 2 (index 1), params NaN after update 3 (index 2); trigger 8: loss at index 7,
+    # params would be NaN only in update 9; target_params NaN from the start: "params" at index 0.
+    np.testing.assert_array_equal(m["nonfinite/train/loss"], [1, 7, -1, -1])
+    np.testing.assert_array_equal(m["nonfinite/params"], [2, -1, -1, 0])
+    np.testing.assert_array_equal(m["nonfinite/train/grad_norm"], [-1, -1, -1, -1])
+    assert "nonfinite/train/episodes" not in m
+    assert m["nonfinite/params"].dtype == jnp.int32
+
+
+def test_first_nonfinite_picks_the_earliest_update_and_ignores_padding():
+    metrics = {"nonfinite/train/loss": np.array([-1, 5, 3, 0]), "nonfinite/params": np.array([-1, 2, 3, 0]),
+               "train/loss": np.zeros(4)}
+    # run 3 is padding (a copy of the last real run): excluded; run 1's params at 2 beat run 2's at 3
+    assert first_nonfinite(metrics, runs=3) == (1, 2, ["params"], 2)
+    metrics["nonfinite/params"] = np.array([-1, 5, -1, -1])
+    assert first_nonfinite(metrics, runs=3) == (2, 3, ["train/loss"], 2)
+    metrics["nonfinite/train/loss"] = np.array([-1, 5, -1, -1])
+    assert first_nonfinite(metrics, runs=3) == (1, 5, ["train/loss", "params"], 1)
+    assert first_nonfinite({k: np.full(3, -1) for k in metrics if k.startswith("nonfinite/")}, runs=3) is None
+
+
+def _expected_trigger(seeds):
+    keys = np.asarray(seed_keys(0, seeds))
+    return 6 + keys[:, -1] % 5
+
+
+def test_runner_stops_before_logging_or_saving_a_nonfinite_chunk(fake_learner, tmp_path):
+    triggers = _expected_trigger(3)
+    seed = int(np.argmin(triggers))
+    update = int(triggers[seed])
+    bad_chunk = (update - 1) // 4  # 0-based chunk holding that update
+    with pytest.raises(NonFiniteError) as err:
+        run(FAKE_CONFIG, seeds=3, out_dir=tmp_path, sweep={"lr": (1e-3, 0.1)}, checkpoint_every=4, plots=False,
+            log=lambda line: None)
+    message = str(err.value)
+    assert (f"dpo on matrix_dpo4, seed {seed} at sweep point lr=0.1: train/loss became NaN or infinite in update "
+            f"{update} of 16 (env steps {update * 10})") in message
+    assert f"last good checkpoint: {(tmp_path / 'checkpoints' / str(bad_chunk)).resolve()}" in message
+    assert Checkpoints(tmp_path / "checkpoints").steps() == list(range(1, bad_chunk + 1))
+    for point in ("lr=0.001", "lr=0.1"):
+        rows = [json.loads(line) for line in (tmp_path / point / "metrics.jsonl").read_text().splitlines()]
+        assert sorted({r["env_steps"] for r in rows}) == [40 * (c + 1) for c in range(bad_chunk)]
+        assert all(np.isfinite(r["train/loss"]) for r in rows)
+
+
+def test_cli_exits_3_with_one_line_on_nonfinite_training(fake_learner, capsys):
+    from experiments.run import main
+
+    code = main(["--algo", "dpo", "--env", "matrix_dpo4", "--total-steps", "160", "--seeds", "2", "--set", "lr=0.5",
+                 "--set", "eval_every=4", "--set", "num_envs=2", "--set", "num_steps=5", "--set", "hidden_dim=4",
+                 "--set", "eval_episodes=1"])
+    assert code == 3
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    triggers = _expected_trigger(2)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"run.py: dpo on matrix_dpo4, seed {int(np.argmin(triggers))}: train/loss became "
+                               f"NaN or infinite in update {int(triggers.min())} of 16")
+    assert lines[0].endswith("checkpoints are off")  # no --out
+
+
+def _signal_self_after(chunks, signals):
+    """A log function that sends ``signals`` to this process when the ``chunks``-th progress line arrives."""
+    seen = []
+
+    def log(line):
+        if line.startswith("["):
+            seen.append(line)
+            if len(seen) == chunks:
+                for sig in signals:
+                    os.kill(os.getpid(), sig)
+
+    return log
+
+
+def test_signal_without_results_directory_stops_after_the_chunk(fake_learner):
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with pytest.raises(Interrupted) as err:
+        run(FAKE_CONFIG, seeds=1, log=_signal_self_after(2, [signal.SIGTERM]))
+    assert err.value.signum == signal.SIGTERM
+    assert str(err.value) == "interrupted at env steps 80; nothing was saved to resume from (no results directory)"
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_a_second_sigint_aborts_at_once(fake_learner, tmp_path):
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        run(FAKE_CONFIG, seeds=1, out_dir=tmp_path, plots=False, log=_signal_self_after(1, [signal.SIGINT] * 2))
+    assert signal.getsignal(signal.SIGINT) == before
+
+
+# ----- checkpoint files ----------------------------------------------------------------------------
+
+
+def _state(value):
+    return {"w": np.full((2, 3), value, np.float32), "n": np.array(value, np.int32)}
+
+
+def _two_checkpoints(directory):
+    ckpt = Checkpoints(directory)
+    ckpt.save(1, _state(1), {"chunks_done": 1})
+    ckpt.save(2, _state(2), {"chunks_done": 2})
+    ckpt.close()
+
+
+def _strip_completion_marks(step_dir):
+    (step_dir / "commit_success.txt").unlink()
+    meta = json.loads((step_dir / "_CHECKPOINT_METADATA").read_text())
+    meta["commit_timestamp_nsecs"] = None
+    (step_dir / "_CHECKPOINT_METADATA").write_text(json.dumps(meta))
+
+
+def test_interrupted_writes_are_skipped_and_moved_aside_by_a_writer(tmp_path):
+    _two_checkpoints(tmp_path)
+    shutil.copytree(tmp_path / "2", tmp_path / "3.orbax-checkpoint-tmp")  # a write cut before its rename
+    shutil.copytree(tmp_path / "2", tmp_path / "4")
+    _strip_completion_marks(tmp_path / "4")  # a step directory never finalised
+    assert is_complete(tmp_path / "2") and not is_complete(tmp_path / "4")
+    reader = Checkpoints(tmp_path)
+    assert reader.steps() == [1, 2]
+    assert [d.name for d in reader.incomplete()] == ["3.orbax-checkpoint-tmp", "4"]
+    state, record = reader.restore(_state(0))
+    assert record == {"chunks_done": 2} and int(state["n"]) == 2
+    reader.close()
+    assert (tmp_path / "4").is_dir()  # a reader leaves the directory alone
+
+    writer = Checkpoints(tmp_path, writer=True)
+    assert [p.name for p in writer.moved_aside] == ["4.incomplete"]
+    writer.save(3, _state(3), {"chunks_done": 3})
+    writer.save(4, _state(4), {"chunks_done": 4})
+    writer.wait()
+    assert writer.steps() == [2, 3, 4]  # keep 3
+    assert int(writer.restore(_state(0))[0]["n"]) == 4
+    writer.close()
+
+
+def test_only_incomplete_writes_give_a_clear_error(tmp_path):
+    (tmp_path / "1.orbax-checkpoint-tmp").mkdir(parents=True)
+    with pytest.raises(CheckpointError, match=r"no checkpoint under .* \(only incomplete writes: 1.orbax-checkpoint"):
+        Checkpoints(tmp_path).restore(_state(0))
+
+
+def test_a_truncated_array_file_is_refused_with_what_to_do(tmp_path):
+    _two_checkpoints(tmp_path)
+    data = max((f for f in (tmp_path / "2" / "state").rglob("*") if f.is_file()), key=lambda f: f.stat().st_size)
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    with pytest.raises(CheckpointError) as err:
+        Checkpoints(tmp_path).restore(_state(0))
+    message = str(err.value)
+    assert f"checkpoint 2 under {tmp_path.resolve()} is damaged" in message
+    assert f"move {(tmp_path / '2').resolve()} away to resume from checkpoint 1 (present: [1, 2])" in message
+    assert len(message) < 700  # the cause is shortened, not a page of tensorstore spec
+
+
+def test_a_foreign_checkpoint_names_the_keys_that_differ(tmp_path):
+    identity = run_identity(FAKE_CONFIG, 2, 0, {})
+    ckpt = Checkpoints(tmp_path)
+    ckpt.save(1, _state(1), {"chunks_done": 1, "fingerprint": fingerprint(identity), "run": identity})
+    ckpt.save(2, _state(2), {"chunks_done": 2, "fingerprint": "0123456789abcdef"})  # a record without its run
+    ckpt.wait()
+    other = jmarl.make_config("dpo", "hallway", **{**{k: getattr(FAKE_CONFIG, k) for k in ("total_steps", "eval_every",
+                              "num_envs", "num_steps", "eval_episodes")}, "hidden_dim": 16})
+    with pytest.raises(CheckpointError) as err:
+        ckpt.restore(_state(0), step=1, expect=run_identity(other, 3, 0, {"lr": (0.1, 0.2)}))
+    message = str(err.value)
+    assert "belong to a different run (checkpoint 1): env: stored matrix_dpo4, given hallway; " in message
+    assert "hidden_dim: stored 4, given 16" in message and "seeds: stored 2, given 3" in message
+    assert "sweep: stored {}, given {'lr': [0.1, 0.2]}" in message
+    assert ckpt.restore(_state(0), step=1, expect=identity)[1]["chunks_done"] == 1
+    with pytest.raises(CheckpointError, match="its config, seeds or sweep differ"):
+        ckpt.restore(_state(0), step=2, expect=identity)
+    ckpt.close()
+
+
+# ----- a real process, stopped by a signal and resumed --------------------------------------------
+
+CHUNKS = 400  # of one update x 32 env steps each: a few ms a chunk, so the signal lands mid-run
+CLI = [sys.executable, str(ROOT / "experiments" / "run.py"), "--algo", "dpo", "--env", "matrix_dpo4",
+       "--total-steps", str(CHUNKS * 32), "--set", "num_envs=4", "--set", "num_steps=8", "--set", "hidden_dim=8",
+       "--set", "epochs=1", "--set", "eval_every=1", "--set", "eval_episodes=2", "--no-plots",
+       "--checkpoint-every", "0"]
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory):
+    """(environment with a shared compilation cache, the uninterrupted run's directory)."""
+    base = tmp_path_factory.mktemp("signals")
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(base / "jax_cache"),
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    full = base / "full"
+    proc = subprocess.run(CLI + ["--out", str(full)], capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return env, full
+
+
+def _interrupt(cli_env, out, sig):
+    """Start the run, send ``sig`` once metrics.jsonl has rows; (exit code, stdout, stderr)."""
+    with open(out.parent / f"{out.name}.stdout", "w+") as stdout, open(out.parent / f"{out.name}.stderr", "w+") as err:
+        proc = subprocess.Popen(CLI + ["--out", str(out)], stdout=stdout, stderr=err, env=cli_env, cwd=ROOT)
+        deadline = time.monotonic() + 300
+        metrics = out / "metrics.jsonl"
+        while not (metrics.exists() and metrics.stat().st_size > 0):
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it logged a row"
+            time.sleep(0.01)
+        proc.send_signal(sig)
+        code = proc.wait(timeout=120)
+        stdout.seek(0)
+        err.seek(0)
+        return code, stdout.read(), err.read()
+
+
+def _check_stopped(code, stderr, out, sig):
+    assert code == 128 + sig, stderr[-2000:]
+    last = stderr.strip().splitlines()[-1]
+    found = re.fullmatch(r"run\.py: interrupted at env steps (\d+); resume with: python experiments/run\.py "
+                         r"--resume (.+)", last)
+    assert found and found.group(2) == str(out), last
+    steps = int(found.group(1))
+    assert 0 < steps < CHUNKS * 32  # stopped mid-run ...
+    assert Checkpoints(out / "checkpoints").steps() == [steps // 32]  # ... with a checkpoint of that chunk
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["env_steps"] == steps and len(rows) == steps // 32
+    return steps
+
+
+def _check_same_results(out, full):
+    for name in ("metrics.jsonl", "metrics.csv", "summary.json"):
+        assert (out / name).read_bytes() == (full / name).read_bytes(), name
+
+
+def test_sigterm_stops_with_a_checkpoint_and_resume_matches_an_uninterrupted_run(cli, tmp_path):
+    env, full = cli
+    out = tmp_path / "cut"
+    code, _, stderr = _interrupt(env, out, signal.SIGTERM)
+    _check_stopped(code, stderr, out, signal.SIGTERM)
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "run.py"), "--resume", str(out)],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    _check_same_results(out, full)
+
+
+def test_sigint_stops_too_and_resume_skips_interrupted_checkpoint_writes(cli, tmp_path):
+    env, full = cli
+    out = tmp_path / "cut"
+    code, _, stderr = _interrupt(env, out, signal.SIGINT)
+    steps = _check_stopped(code, stderr, out, signal.SIGINT)
+    # leftovers of writes cut short: one never renamed, one renamed without its completion marks (at the
+    # final step, which the resumed run must still be able to write)
+    done = out / "checkpoints" / str(steps // 32)
+    shutil.copytree(done, out / "checkpoints" / f"{CHUNKS}.orbax-checkpoint-tmp")
+    shutil.copytree(done, out / "checkpoints" / str(CHUNKS))
+    _strip_completion_marks(out / "checkpoints" / str(CHUNKS))
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "run.py"), "--resume", str(out)],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"moved aside to {(out / 'checkpoints' / f'{CHUNKS}.incomplete').resolve()}" in proc.stdout
+    assert f"resumed from {(out / 'checkpoints').resolve()} at chunk {steps // 32}/{CHUNKS}" in proc.stdout
+    _check_same_results(out, full)
+    assert Checkpoints(out / "checkpoints").steps()[-1] == CHUNKS
+
+
+def test_resuming_another_runs_checkpoints_names_the_difference(cli, tmp_path):
+    _, full = cli
+    other = tmp_path / "other"
+    shutil.copytree(full, other)
+    config, _, meta, record = load_checkpoint(other)
+    assert record["run"]["config"]["env"] == "matrix_dpo4" and record["run"]["seeds"] == meta["seeds"] == 1
+    changed = jmarl.make_config("dpo", "matrix_dpo4", **{**{k: getattr(config, k) for k in (
+        "total_steps", "num_envs", "num_steps", "epochs", "eval_every", "eval_episodes")}, "hidden_dim": 16})
+    with pytest.raises(CheckpointError, match="belong to a different run .*: hidden_dim: stored 8, given 16; resume"):
+        run(changed, seeds=1, out_dir=other, resume=True, plots=False, log=lambda line: None)
