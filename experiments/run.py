@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from jmarl.devices import initialize_distributed
+    from jmarl.runner import Interrupted, NonFiniteError
 
     initialize_distributed(args.distributed)
     try:
@@ -140,6 +141,12 @@ def main(argv: list[str] | None = None) -> int:
             resume=args.resume is not None, **options)
     except (ConfigError, CheckpointError) as err:
         parser.error(str(err))
+    except NonFiniteError as err:  # training diverged: exit 3
+        print(f"{parser.prog}: {err}", file=sys.stderr)
+        return 3
+    except Interrupted as err:  # SIGINT / SIGTERM: 128 + the signal's number, as a shell reports it
+        print(f"{parser.prog}: {err}", file=sys.stderr)
+        return 128 + err.signum
     return 0
 
 
