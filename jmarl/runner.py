@@ -112,6 +112,15 @@ class Interrupted(RuntimeError):
         self.signum = signum
 
 
+class _Stopped(Exception):
+    """Raised by one program after its checkpoint; :func:`run` turns it into :class:`Interrupted` naming the
+    results directory to resume (the parent of a program's directory in a sequential sweep)."""
+
+    def __init__(self, env_steps: int, signum: int, saved: bool):
+        super().__init__(env_steps, signum, saved)
+        self.env_steps, self.signum, self.saved = env_steps, signum, saved
+
+
 class StopRequest:
     """While active, SIGINT and SIGTERM only ask the chunk loop to stop after the current chunk; a second
     SIGINT raises KeyboardInterrupt at once. Handlers go in only on the main thread (Python allows no
@@ -285,8 +294,18 @@ def run(config: Any, seeds: int = 1, out_dir: str | Path | None = None, base_see
             _check_no_checkpoints(out / sw.point_name(point) if point else out)
     if not dev.is_main_process():
         log = lambda line: None  # noqa: E731  only process 0 logs
+    try:
+        return _run_programs(config, traced, sequential, out, opts, log, resume)
+    except _Stopped as stopped:
+        message = _interrupted_message(stopped.env_steps, out, stopped.saved)
+        log(message)
+        raise Interrupted(message, stopped.signum) from None
+
+
+def _run_programs(config: Any, traced: dict[str, tuple], sequential: dict[str, tuple], out: Path | None,
+                  opts: RunOptions, log: Callable[[str], None], resume: bool) -> dict[str, Any]:
     if not sequential:
-        return _run_program(config, traced, out, opts, log, resume, out)
+        return _run_program(config, traced, out, opts, log, resume)
 
     points = sw.grid(sequential)
     log(f"{', '.join(sequential)} change{'s' if len(sequential) == 1 else ''} the compiled program: "
@@ -300,7 +319,7 @@ def run(config: Any, seeds: int = 1, out_dir: str | Path | None = None, base_see
     for i, point in enumerate(points):
         log(f"program {i + 1}/{len(points)}: {sw.point_name(point)}")
         sub = out / sw.point_name(point) if out is not None else None
-        summary = _run_program(dataclasses.replace(config, **point), traced, sub, opts, log, resume, out)
+        summary = _run_program(dataclasses.replace(config, **point), traced, sub, opts, log, resume)
         entries = summary["sweep"] if traced else [{"point": {}, **summary}]
         results += [{**e, "point": {**point, **e["point"]}} for e in entries]
     if out is not None and dev.is_main_process():
@@ -331,8 +350,7 @@ def _meta(config: Any, opts: RunOptions, p: Plan | None) -> dict[str, Any]:
 
 
 def _run_program(config: Any, traced: dict[str, tuple], out: Path | None, opts: RunOptions,
-                 log: Callable[[str], None], resume: bool, root: Path | None) -> dict[str, Any]:
-    """One compiled program; ``root`` is the results directory a resume names (``out`` or its parent)."""
+                 log: Callable[[str], None], resume: bool) -> dict[str, Any]:
     from jmarl.progress import Progress
 
     points, seeds = sw.grid(traced), opts.seeds
@@ -402,9 +420,7 @@ def _run_program(config: Any, traced: dict[str, tuple], out: Path | None, opts: 
                         ckpt.wait()  # a second SIGINT here aborts (KeyboardInterrupt)
                     if progress.in_place:
                         sys.stdout.write("\n")
-                    message = _interrupted_message(flat[0]["env_steps"], out, root, ckpt is not None)
-                    log(message)
-                    raise Interrupted(message, stop.signum)
+                    raise _Stopped(flat[0]["env_steps"], stop.signum, ckpt is not None)
     except KeyboardInterrupt:
         raise  # aborting: do not wait for a checkpoint write (an incomplete one is never restored)
     except BaseException:
@@ -464,9 +480,9 @@ def _nonfinite_error(config: Any, points: list[dict], seeds: int, p: Plan, chunk
                           f"{kept}")
 
 
-def _interrupted_message(env_steps: int, out: Path | None, root: Path | None, saved: bool) -> str:
+def _interrupted_message(env_steps: int, out: Path | None, saved: bool) -> str:
     if saved:
-        return f"interrupted at env steps {env_steps}; resume with: python experiments/run.py --resume {root}"
+        return f"interrupted at env steps {env_steps}; resume with: python experiments/run.py --resume {out}"
     where = "checkpoints are off" if out is not None else "no results directory"
     return f"interrupted at env steps {env_steps}; nothing was saved to resume from ({where})"
 

@@ -172,6 +172,25 @@ def test_signal_without_results_directory_stops_after_the_chunk(fake_learner):
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
 
 
+def _rows(directory):
+    return (directory / "metrics.jsonl").read_text()
+
+
+def test_an_interrupted_sequential_sweep_names_its_top_directory_and_resumes_exactly(fake_learner, tmp_path):
+    """num_envs changes the program: two programs in turn; stopped in the first, resumed from the top."""
+    sweep = {"num_envs": (2, 4), "lr": (1e-3, 2e-3)}
+    full = run(FAKE_CONFIG, seeds=2, out_dir=tmp_path / "full", sweep=sweep, plots=False, log=lambda line: None)
+    cut = tmp_path / "cut"
+    with pytest.raises(Interrupted) as err:
+        run(FAKE_CONFIG, seeds=2, out_dir=cut, sweep=sweep, plots=False, log=_signal_self_after(3, [signal.SIGTERM]))
+    assert str(err.value) == f"interrupted at env steps 120; resume with: python experiments/run.py --resume {cut}"
+    assert Checkpoints(cut / "num_envs=2" / "checkpoints").steps()[-1] == 3
+    assert not (cut / "num_envs=4").exists()  # the second program never started
+    assert run(FAKE_CONFIG, seeds=2, out_dir=cut, sweep=sweep, resume=True, plots=False, log=lambda line: None) == full
+    for leaf in ("num_envs=2/lr=0.001", "num_envs=2/lr=0.002", "num_envs=4/lr=0.001", "num_envs=4/lr=0.002"):
+        assert _rows(cut / leaf) == _rows(tmp_path / "full" / leaf)
+
+
 def test_a_second_sigint_aborts_at_once(fake_learner, tmp_path):
     before = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
