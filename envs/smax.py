@@ -40,13 +40,12 @@ class SMAX(MultiAgentEnv):
     steps; jaxmarl's own time-out flag (raised one step late, at ``max_steps + 1``) is ignored.
     ``won`` is read from the state: every enemy dead and at least one ally alive.
 
-    Dead allies observe zeros and may only take action 4 (stop). Actions that are unavailable but in
-    range are passed to jaxmarl unchanged and have no effect on the world: a dead unit does not move
-    or shoot, and an attack on an enemy that is dead or out of range deals no damage and leaves the
-    unit standing still (it is still shown as the unit's last target in the others' observations,
-    exactly as in jaxmarl). An available attack does not fire while the weapon cools down (jaxmarl's
-    mask ignores cooldowns). Out-of-range action values under ``jit`` (which ``check_actions``
-    cannot reject) are replaced by 4 (stop).
+    Dead allies observe zeros and may only take action 4 (stop). Unavailable actions (anything but
+    stop for a dead unit, an attack on an enemy that is dead or out of range when the step starts) and
+    out-of-range values under ``jit`` (which ``check_actions`` cannot reject) are replaced by 4 (stop).
+    jaxmarl alone would keep an unavailable attack for the whole step, and since one env step is
+    eight world steps in which the enemy moves, a target that walks into range would be hit.
+    An available attack does not fire while the weapon cools down (jaxmarl's mask ignores cooldowns).
 
     Touching the map border kills a unit (jaxmarl's ``walls_cause_death``). On the smacv2 maps
     jaxmarl's random start positions can put a unit on or past the border (about 1% of units): it
@@ -139,7 +138,11 @@ class SMAX(MultiAgentEnv):
     def step_env(self, key: PRNGKey, state: Any, actions: Array) -> tuple[Any, TimeStep]:
         actions = jnp.asarray(actions, jnp.int32)
         in_range = (actions >= 0) & (actions < self.spec.num_actions)
-        actions = jnp.where(in_range, actions, STOP_ACTION)
+        avail = self.jax_env.get_avail_actions(state)
+        avail = jnp.stack([avail[a] for a in self.agents]).astype(bool)
+        chosen = jnp.clip(actions, 0, self.spec.num_actions - 1)
+        allowed = in_range & jnp.take_along_axis(avail, chosen[:, None], axis=-1)[:, 0]
+        actions = jnp.where(allowed, actions, STOP_ACTION)
         action_dict = {a: actions[i] for i, a in enumerate(self.agents)}
         obs, state, rewards, _, _ = self.jax_env.step_env(key, state, action_dict)
         # jaxmarl hands every ally the same team reward; take the first ally's.
