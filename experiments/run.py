@@ -4,15 +4,19 @@
         --set epochs=10 --sweep lr=1e-3,3e-4 --out runs/dpo_matrix
     python experiments/run.py --resume runs/dpo_matrix      # continue from the latest checkpoint
     python experiments/run.py --preset tad_hallway --out runs/tad_hallway   # a paper experiment's settings
+    python experiments/run.py --algo qmix --env smax_3m --set batch_size=64 --check   # resolve, print, stop
 
-Invalid input (unknown algorithm, env or hyperparameter, bad value) exits with code 2 and a
-one-line message before anything is compiled.
+Invalid input (unknown algorithm, env or hyperparameter, bad value, a budget below one update, an
+env the algorithm cannot be built on) exits with code 2 and a one-line message before anything is
+compiled. ``--check`` does every check and prints the resolved config, sweep, run options and plan
+as JSON without compiling.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -22,17 +26,25 @@ import envs  # noqa: E402
 import jmarl  # noqa: E402
 from experiments import presets  # noqa: E402
 from jmarl.checkpoint import CheckpointError  # noqa: E402
-from jmarl.config import ConfigError, parse_value  # noqa: E402
-from jmarl.registry import config_class  # noqa: E402
+from jmarl.config import ConfigError, parse_value, suggest  # noqa: E402
+from jmarl.registry import check_run, config_class  # noqa: E402
 from jmarl.runner import RunOptions, read_run, run, run_options  # noqa: E402
 
 # Options that define a run; --resume takes them from the run's config.json instead.
 RUN_DEFINING = ("algo", "env", "preset", "set", "sweep", "seeds", "seed", "total_steps")
+# jax.random.PRNGKey keeps 32 bits of the seed: larger or negative seeds alias smaller ones.
+MAX_SEED = 2**32 - 1
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks, control characters and unpaired surrogates escaped, so an error
+    message quoting user input stays one printable line on any terminal."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit code 2
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
 
 
 def build_parser() -> Parser:
@@ -61,11 +73,17 @@ def build_parser() -> Parser:
     p.add_argument("--keep-checkpoints", type=int, default=None, help="how many recent checkpoints to keep (3)")
     p.add_argument("--no-checkpoints", action="store_true", help="write no checkpoints")
     p.add_argument("--no-plots", action="store_true", help="skip the learning-curve PNGs")
+    p.add_argument("--check", action="store_true",
+                   help="check everything and print the resolved config, sweep, run options and plan as JSON; "
+                        "compile and train nothing")
     return p
 
 
 def apply_preset(args: argparse.Namespace) -> dict:
     """Fill --algo, --env and --seeds from ``--preset``; returns the preset's hyperparameters for the algo."""
+    if args.preset not in presets.names():  # a name, never a path to some other .toml
+        raise ConfigError(f"unknown preset {args.preset!r}{suggest(args.preset, presets.names())}; "
+                          f"valid: {', '.join(presets.names())}")
     preset = presets.load(args.preset)
     if args.env is not None and args.env != preset.env:
         raise ConfigError(f"preset {preset.name} runs on {preset.env}; drop --env {args.env}")
@@ -77,8 +95,12 @@ def apply_preset(args: argparse.Namespace) -> dict:
 
 
 def resolve(args: argparse.Namespace):
-    """(config, sweep, run options) from the command line; raises ConfigError on bad input."""
-    base = apply_preset(args) if args.preset else {}
+    """(config, sweep, run options) from the command line; raises ConfigError on bad input, including
+    a budget below one update or an env an algorithm cannot be built on (every program's learner is
+    built here, which compiles nothing)."""
+    if args.resume is not None:
+        raise ConfigError(f"--resume needs a run's results directory, got {args.resume!r}")
+    base = apply_preset(args) if args.preset is not None else {}
     if args.algo is None:
         raise ConfigError("the following arguments are required: --algo (or --preset NAME, or --resume DIR)")
     if args.env is None:
@@ -86,6 +108,9 @@ def resolve(args: argparse.Namespace):
     seeds = 1 if args.seeds is None else args.seeds
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
+        raise ConfigError(f"--seed must be between 0 and {MAX_SEED} (a 32-bit PRNG seed), got {args.seed}")
+    _check_out(args.out)
     cls = config_class(args.algo)
     if args.env not in envs.names():
         jmarl.make_config(args.algo, args.env)  # raises with suggestions
@@ -93,9 +118,13 @@ def resolve(args: argparse.Namespace):
     for item in args.set:
         if "=" not in item:
             raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        overrides[key.strip()] = parse_value(cls, key.strip(), value)
+        key, value = (s.strip() for s in item.split("=", 1))
+        if key in ("algo", "env"):
+            raise ConfigError(f"{key} is not a hyperparameter; choose it with --{key}")
+        overrides[key] = parse_value(cls, key, value)
     if args.total_steps is not None:
+        if any(item.split("=", 1)[0].strip() == "total_steps" for item in args.set):
+            raise ConfigError("total_steps given to both --set and --total-steps; use one")
         overrides["total_steps"] = args.total_steps
     config = jmarl.make_config(args.algo, args.env, **overrides)
     from jmarl.sweep import parse_sweeps
@@ -106,7 +135,18 @@ def resolve(args: argparse.Namespace):
     both = sorted(set(sweep) & set(overrides))
     if both:
         raise ConfigError(f"{', '.join(both)} given to both --set and --sweep; use one")
+    check_run(config, sweep)
     return config, sweep, RunOptions(seeds=seeds, base_seed=args.seed or 0, **_cli_options(args))
+
+
+def _check_out(out: str | None) -> None:
+    if out is None:
+        return
+    if not out.strip():
+        raise ConfigError("--out needs a directory name, got an empty one")
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--out {out} is a file; results need a directory")
 
 
 def _cli_options(args: argparse.Namespace) -> dict:
@@ -124,12 +164,44 @@ def resolve_resume(args: argparse.Namespace):
         raise ConfigError(f"--resume continues a run with its own settings; drop {', '.join(given)}")
     config, meta = read_run(args.resume)
     sweep = {k: tuple(v) for k, v in meta.get("sweep", {}).items()}
+    check_run(config, sweep)
     return config, sweep, run_options(meta, **_cli_options(args))
+
+
+def check(args: argparse.Namespace, parser: Parser) -> int:
+    """``--check``: every check a run makes before compiling; the resolved run as JSON on stdout."""
+    from jmarl import sweep as sw
+    from jmarl.runner import _check_no_checkpoints
+
+    try:
+        config, sweep, opts = resolve_resume(args) if args.resume else resolve(args)
+        opts.check()
+        programs = check_run(config, sweep)
+        traced, sequential = sw.split(config.algo, sweep)
+        if args.out is not None and args.resume is None:
+            for point, _ in programs:
+                _check_no_checkpoints(Path(args.out) / sw.point_name(point) if point else Path(args.out))
+    except (ConfigError, CheckpointError) as err:
+        parser.error(str(err))
+    report = {
+        "config": dataclasses.asdict(config),
+        "sweep": {"traced": {k: list(v) for k, v in traced.items()},
+                  "sequential": {k: list(v) for k, v in sequential.items()}},
+        "run_options": dataclasses.asdict(opts),
+        "runs_per_program": opts.seeds * len(sw.grid(traced)),
+        "programs": [{"point": point, "steps_per_update": p.steps_per_update, "updates_per_chunk": p.updates_per_chunk,
+                      "num_chunks": p.num_chunks, "total_updates": p.total_updates, "planned_env_steps": p.total_steps}
+                     for point, p in programs],
+    }
+    print(json.dumps(report, indent=1))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.check:
+        return check(args, parser)
     from jmarl.devices import initialize_distributed
     from jmarl.runner import Interrupted, NonFiniteError
 

@@ -19,6 +19,17 @@ class ConfigError(ValueError):
     """A config value or name that is not allowed; the message says what is."""
 
 
+# Integer fields become int32 values, shapes or counters inside the compiled program.
+INT32_MAX = 2**31 - 1
+
+# Order between two fields, checked wherever a config has both: (smaller, larger, why).
+ORDERED_FIELDS = (
+    ("eps_finish", "eps_start", "epsilon anneals from eps_start down to eps_finish"),
+    ("batch_size", "buffer_size", "a batch is drawn from the replay buffer"),
+    ("beta_min", "beta_max", "betas are clamped to [beta_min, beta_max]"),
+)
+
+
 def field(default: Any, low: float | None = None, high: float | None = None, *, low_open: bool = False,
           choices: tuple | None = None, doc: str = "") -> Any:
     """A dataclass field with its allowed range (``low``/``high`` inclusive unless ``low_open``)."""
@@ -106,6 +117,16 @@ def validate(config: Any) -> Any:
             raise ConfigError(f"{f.name} must be {op} {low}; got {value!r}")
         if high is not None and value > high:
             raise ConfigError(f"{f.name} must be <= {high}; got {value!r}")
+        if tp is float and not math.isfinite(value):
+            raise ConfigError(f"{f.name} must be a finite float; got {value!r}")
+        if tp is int and high is None and value > INT32_MAX:
+            raise ConfigError(f"{f.name} must be <= {INT32_MAX} (it is an int32 in the compiled program); "
+                              f"got {value!r}")
+    names = {f.name for f in dataclasses.fields(config)}
+    for small, large, why in ORDERED_FIELDS:
+        if {small, large} <= names and getattr(config, small) > getattr(config, large):
+            raise ConfigError(f"{small} ({getattr(config, small)!r}) must be <= {large} "
+                              f"({getattr(config, large)!r}): {why}")
     return config
 
 

@@ -8,11 +8,13 @@ preset, then the user's overrides; the result is validated before anything compi
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import envs
 from jmarl.algos import dpo, lan, remix, tad_ppo
 from jmarl.config import ConfigError, suggest, validate
+from jmarl.core import Plan, plan
 
 # name -> (config class, learner class, env defaults by name prefix, preset overrides, description)
 ALGORITHMS: dict[str, tuple[type, type, dict, dict, str]] = {
@@ -98,4 +100,61 @@ def make_config(algo: str, env: str, **overrides: Any) -> Any:
 
 
 def make_algorithm(config: Any) -> Any:
-    return _lookup(config.algo)[1](validate(config))
+    learner = _lookup(config.algo)[1]
+    config = validate(config)
+    try:
+        return learner(config)
+    except TypeError:
+        check_env_builds(config.env)  # an env that needs constructor arguments says so as a ConfigError
+        raise
+
+
+# ----- checks before compiling: the env, every program's learner and budget -----
+# Step counters are int32 inside the compiled program.
+MAX_PLANNED_STEPS = 2**31 - 1
+
+
+@functools.cache
+def check_env_builds(env: str) -> None:
+    """Raise ConfigError when ``env`` cannot be built from its name alone (e.g. the generic ``matrix``
+    needs a payoff table: library users pass it to ``envs.make``; the runner only has the name)."""
+    try:
+        envs.make(env)
+    except TypeError as err:
+        raise ConfigError(f"environment {env!r} cannot be built from its name alone ({err}); it is for "
+                          f"envs.make({env!r}, ...) in code. Named variants: "
+                          f"{', '.join(n for n in envs.names() if n.startswith(env + '_')) or 'none'}") from None
+
+
+def check_budget(config: Any, p: Plan) -> None:
+    """At least one update, and a planned number of env steps the int32 step counter can hold."""
+    if config.total_steps < p.steps_per_update:
+        per_env = p.steps_per_update // config.num_envs
+        raise ConfigError(f"total_steps={config.total_steps} is less than one update: {config.algo} on {config.env} "
+                          f"collects {p.steps_per_update} env steps per update (num_envs={config.num_envs} x "
+                          f"{per_env} steps per env); use total_steps >= {p.steps_per_update} or smaller num_envs "
+                          f"or num_steps")
+    if p.total_steps > MAX_PLANNED_STEPS:
+        raise ConfigError(f"total_steps={config.total_steps} plans {p.total_steps} env steps per seed (whole chunks "
+                          f"of {p.updates_per_chunk} updates x {p.steps_per_update} steps), above the "
+                          f"int32 step counter's {MAX_PLANNED_STEPS}; use total_steps <= "
+                          f"{MAX_PLANNED_STEPS - p.updates_per_chunk * p.steps_per_update}")
+
+
+def check_run(config: Any, sweep: dict[str, tuple] | None = None) -> list[tuple[dict[str, Any], Plan]]:
+    """Validate every sweep point, build the learner of every program the run compiles (one per point of
+    the sweeps that change the program) and check its budget; returns (point, plan) per program.
+    Everything a learner checks when it is built (minibatch split, replay size and memory, env) is
+    checked here, before anything compiles."""
+    from jmarl import sweep as sw
+
+    traced, sequential = sw.split(config.algo, dict(sweep or {}))
+    for point in sw.grid({**sequential, **traced}):
+        validate(dataclasses.replace(config, **point))
+    plans = []
+    for point in sw.grid(sequential):
+        point_config = dataclasses.replace(config, **point)
+        p = plan(make_algorithm(point_config))
+        check_budget(point_config, p)
+        plans.append((point, p))
+    return plans
