@@ -99,9 +99,8 @@ def make_chunk(algo: Algorithm, updates_per_chunk: int) -> Callable[[Any], tuple
 
     def guarded_update(state, _):
         state, metrics = algo.update(state)
-        finite = {k: all_finite(v) for k, v in metrics.items() if jnp.issubdtype(v.dtype, jnp.inexact)}
-        finite["params"] = all_finite(learnable(state))
-        return state, (metrics, finite)
+        finite = {f"train/{k}": all_finite(v) for k, v in metrics.items() if jnp.issubdtype(v.dtype, jnp.inexact)}
+        return state, (metrics, {**finite, "params": all_finite(learnable(state))})
 
     def chunk(state):
         state, (train_metrics, finite) = jax.lax.scan(guarded_update, state, None, updates_per_chunk)
@@ -109,8 +108,7 @@ def make_chunk(algo: Algorithm, updates_per_chunk: int) -> Callable[[Any], tuple
         metrics = {f"train/{k}": v.mean() for k, v in train_metrics.items()}
         metrics.update({f"eval/{k}": v for k, v in evals.items()})
         metrics["env_steps"] = state.env_steps
-        metrics.update({NONFINITE + ("params" if k == "params" else f"train/{k}"): first_false(ok)
-                        for k, ok in finite.items()})
+        metrics.update({NONFINITE + k: first_false(ok) for k, ok in finite.items()})
         return state, metrics
 
     return chunk
