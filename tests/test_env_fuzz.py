@@ -108,8 +108,15 @@ def pick_available(u: jax.Array, avail: jax.Array) -> jax.Array:
 
 
 def differs(a: Any, b: Any) -> jax.Array:
-    """Whether any leaf of two pytrees of the same structure differs."""
-    return jnp.stack([jnp.any(x != y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)]).any()
+    """Whether two pytrees of the same structure differ: exactly for ints and bools, beyond float rounding
+    (1e-5 relative) for floats, since the same step compiled in two places may round differently."""
+
+    def leaf(x: jax.Array, y: jax.Array) -> jax.Array:
+        if jnp.issubdtype(x.dtype, jnp.floating):
+            return jnp.any(jnp.abs(x - y) > 1e-5 * (1.0 + jnp.abs(x)))
+        return jnp.any(x != y)
+
+    return jnp.stack([leaf(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)]).any()
 
 
 def extract(family: str, env: envs.MultiAgentEnv, state: Any) -> dict[str, jax.Array]:
@@ -290,8 +297,8 @@ def check_common(name: str, env: envs.MultiAgentEnv, t: dict[str, Any]) -> None:
     start = episode_starts(done)
     for key, before in t["before"].items():
         after = t["after"][key]
-        np.testing.assert_array_equal(before[1:][~start[1:]], after[:-1][~start[1:]],
-                                      err_msg=f"{name}: {key} changed between steps")
+        np.testing.assert_allclose(before[1:][~start[1:]], after[:-1][~start[1:]], rtol=1e-5, atol=1e-6,
+                                   err_msg=f"{name}: {key} changed between steps")
 
 
 # ----- per-family invariants ---------------------------------------------------------------------------
@@ -413,7 +420,8 @@ def check_mpe(env: envs.MultiAgentEnv, t: dict[str, Any]) -> None:
         if env.spec.name == "mpe_simple_spread":
             np.testing.assert_array_equal(obs, full, err_msg="spread state = the observations")
         else:  # the vision mask zeroes what an agent cannot see
-            assert ((obs == full) | (obs == 0)).all(), "an observation is neither the state's value nor masked"
+            seen = np.isclose(obs, full, rtol=1e-5, atol=1e-6)  # computed apart from the state: may round apart
+            assert (seen | (obs == 0)).all(), "an observation is neither the state's value nor masked"
 
 
 def check_smax(env: envs.MultiAgentEnv, t: dict[str, Any]) -> None:
@@ -452,9 +460,20 @@ def check_rware(env: envs.MultiAgentEnv, t: dict[str, Any]) -> None:
     height, width = env._env.grid_size
     assert ((a["x"] >= 0) & (a["x"] < height) & (a["y"] >= 0) & (a["y"] < width)).all(), "robot off the grid"
     np.testing.assert_array_equal(t["reward"], np.round(t["reward"]), err_msg="deliveries are whole numbers")
-    cells = a["x"] * 10_000 + a["y"]
-    shared = np.array([len(set(row.tolist())) < len(row) for row in cells])
-    np.testing.assert_array_equal(t["terminated"], shared, err_msg="terminated exactly when two robots collide")
+    # Jumanji moves robots one at a time in id order; a robot that drives into a cell another robot holds
+    # at that moment collides, even if that robot leaves the cell later in the same step.
+    before = zip(t["before"]["x"], t["before"]["y"], strict=True)
+    after = zip(a["x"], a["y"], strict=True)
+    collided = []
+    for (x0, y0), (x1, y1) in zip(before, after, strict=True):
+        cells = [(int(x), int(y)) for x, y in zip(x0, y0, strict=True)]
+        hit = False
+        for i, target in enumerate(zip(x1.tolist(), y1.tolist(), strict=True)):
+            if target != cells[i]:
+                hit |= target in cells[:i] + cells[i + 1:]
+                cells[i] = target
+        collided.append(hit)
+    np.testing.assert_array_equal(t["terminated"], collided, err_msg="terminated exactly when a robot collides")
 
 
 FAMILY_CHECKS = {
