@@ -99,6 +99,8 @@ def num_steps(limit: int) -> int:
 
 # ----- the compiled fuzz run -----------------------------------------------------------------------------
 
+FIXED, UNIFORM, FAVOURITE = 0, 1, 2  # how an agent's action is chosen at a step (see draw_inputs)
+
 
 def pick_available(u: jax.Array, avail: jax.Array) -> jax.Array:
     """Per agent, the floor(u * count)-th available action: uniform over the available ones."""
@@ -119,7 +121,7 @@ def differs(a: Any, b: Any) -> jax.Array:
     return jnp.stack([leaf(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)]).any()
 
 
-def extract(family: str, env: envs.MultiAgentEnv, state: Any) -> dict[str, jax.Array]:
+def extract(family: str, state: Any) -> dict[str, jax.Array]:
     """The parts of an env state the family's invariants are about."""
     s = state.env_state
     if family == "matrix":
@@ -149,7 +151,7 @@ def extract(family: str, env: envs.MultiAgentEnv, state: Any) -> dict[str, jax.A
 
 @functools.cache
 def fuzz_program(name: str) -> tuple[envs.MultiAgentEnv, Any, int]:
-    """(env, jitted run(seed_key, u, fixed, pick) -> trajectory, steps); compiled on first call only."""
+    """(env, jitted run(key, u, fixed, mode, fav) -> trajectory, steps); compiled on first call only."""
     env = envs.make(name, **MAKE_KWARGS.get(name, {}))
     auto = envs.wrap(env)
     family = RULES[name].family
@@ -181,7 +183,7 @@ def fuzz_program(name: str) -> tuple[envs.MultiAgentEnv, Any, int]:
                     (raw_ts.reward, raw_ts.terminated, raw_ts.obs, raw_ts.state, raw_ts.avail_actions),
                     (next_ts.reward, next_ts.terminated, info["final_obs"], info["final_state"],
                      info["final_avail_actions"])),
-                "before": extract(family, env, state), "after": extract(family, env, raw_state),
+                "before": extract(family, state), "after": extract(family, raw_state),
             }
             return (next_state, next_ts), record
 
@@ -191,9 +193,6 @@ def fuzz_program(name: str) -> tuple[envs.MultiAgentEnv, Any, int]:
         return traj
 
     return env, jax.jit(run), steps
-
-
-FIXED, UNIFORM, FAVOURITE = 0, 1, 2  # how an agent's action is chosen at a step (see draw_inputs)
 
 
 def draw_inputs(seed: int, steps: int, n: int, a: int, p_any: float, p_out: float, p_fav: float,
