@@ -28,12 +28,11 @@ from experiments import presets  # noqa: E402
 from jmarl.checkpoint import CheckpointError  # noqa: E402
 from jmarl.config import ConfigError, parse_value, suggest  # noqa: E402
 from jmarl.registry import check_run, config_class  # noqa: E402
-from jmarl.runner import RunOptions, read_run, run, run_options  # noqa: E402
+from jmarl.runner import MAX_SEED, RunOptions, read_run, run, run_options  # noqa: E402
 
 # Options that define a run; --resume takes them from the run's config.json instead.
 RUN_DEFINING = ("algo", "env", "preset", "set", "sweep", "seeds", "seed", "total_steps")
 # jax.random.PRNGKey keeps 32 bits of the seed: larger or negative seeds alias smaller ones.
-MAX_SEED = 2**32 - 1
 
 
 def one_line(text: str) -> str:

@@ -71,6 +71,8 @@ from jmarl.results import (
 EVAL_KEYS = ("return", "won", "optimality_gap", "score", "return_sequential", "won_sequential",
              "optimality_gap_sequential", "score_sequential")
 
+MAX_SEED = 2**32 - 1  # jax.random.PRNGKey keeps 32 bits: larger or negative seeds repeat smaller ones
+
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "chex", "numpy", "jaxmarl", "jumanji", "jmarl")
 
 
@@ -90,6 +92,8 @@ class RunOptions:
     def check(self) -> None:
         if self.seeds < 1:
             raise ConfigError(f"--seeds must be >= 1, got {self.seeds}")
+        if not 0 <= self.base_seed <= MAX_SEED:
+            raise ConfigError(f"--seed must be between 0 and {MAX_SEED} (a 32-bit PRNG seed), got {self.base_seed}")
         if self.checkpoint_every is not None and self.checkpoint_every < 0:
             raise ConfigError(f"--checkpoint-every must be >= 0 updates (0 = only at the end), "
                               f"got {self.checkpoint_every}")

@@ -137,3 +137,14 @@ def test_bad_presets_exit_2(argv, needle, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_library_runs_refuse_seeds_outside_32_bits():
+    """PRNGKey keeps 32 bits, so seed 2**32 would silently repeat seed 0: refused from code as from the CLI."""
+    from jmarl.config import ConfigError
+    from jmarl.runner import RunOptions
+
+    RunOptions(base_seed=2**32 - 1).check()
+    for bad in (-1, 2**32):
+        with pytest.raises(ConfigError, match="--seed must be between 0 and 4294967295"):
+            RunOptions(base_seed=bad).check()
