@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -58,7 +59,9 @@ def build_parser() -> Parser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a hyperparameter")
     p.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
                    help="sweep a hyperparameter (repeatable; the grid x seeds is one vmapped axis for traced keys)")
-    p.add_argument("--out", default=None, help="results directory (config, metrics, summary, plots, checkpoints)")
+    p.add_argument("--out", default=None, help="results directory (config, metrics, summary, plots, checkpoints); "
+                   "default runs/<algo>_<env>_<date-time>")
+    p.add_argument("--no-save", action="store_true", help="write no results directory (nothing to resume from)")
     p.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR from its latest checkpoint")
     p.add_argument("--devices", type=int, default=None, help="use the first K devices (default: all visible)")
     p.add_argument("--vmap-block", type=int, default=None, metavar="B",
@@ -109,6 +112,8 @@ def resolve(args: argparse.Namespace):
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
         raise ConfigError(f"--seed must be between 0 and {MAX_SEED} (a 32-bit PRNG seed), got {args.seed}")
+    if args.no_save and args.out is not None:
+        raise ConfigError("--no-save writes no results directory, --out names one: drop one of them")
     _check_out(args.out)
     cls = config_class(args.algo)
     if args.env not in envs.names():
@@ -196,6 +201,17 @@ def check(args: argparse.Namespace, parser: Parser) -> int:
     return 0
 
 
+def default_out(config) -> str:
+    """A fresh results directory per run, so a run without --out is still saved and resumable."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = Path("runs") / f"{config.algo}_{config.env}_{stamp}"
+    suffix = 1
+    while out.exists():
+        suffix += 1
+        out = Path("runs") / f"{config.algo}_{config.env}_{stamp}_{suffix}"
+    return str(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -207,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     initialize_distributed(args.distributed)
     try:
         config, sweep, opts = resolve_resume(args) if args.resume else resolve(args)
+        if args.resume is None and args.out is None and not args.no_save:
+            args.out = default_out(config)
+            print(f"results: {args.out}", flush=True)
         options = dataclasses.asdict(opts)
         run(config, options.pop("seeds"), args.resume or args.out, options.pop("base_seed"), sweep=sweep,
             resume=args.resume is not None, **options)

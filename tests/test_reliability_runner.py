@@ -139,7 +139,7 @@ def test_cli_exits_3_with_one_line_on_nonfinite_training(fake_learner, capsys):
 
     code = main(["--algo", "dpo", "--env", "matrix_dpo4", "--total-steps", "160", "--seeds", "2", "--set", "lr=0.5",
                  "--set", "eval_every=4", "--set", "num_envs=2", "--set", "num_steps=5", "--set", "hidden_dim=4",
-                 "--set", "eval_episodes=1"])
+                 "--set", "eval_episodes=1", "--no-save"])
     assert code == 3
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     triggers = _expected_trigger(2)

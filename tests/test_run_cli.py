@@ -148,3 +148,22 @@ def test_library_runs_refuse_seeds_outside_32_bits():
     for bad in (-1, 2**32):
         with pytest.raises(ConfigError, match="--seed must be between 0 and 4294967295"):
             RunOptions(base_seed=bad).check()
+
+
+def test_without_out_results_go_to_a_fresh_runs_directory(tmp_path, monkeypatch, capsys):
+    """The headline command has no --out: its results are still written (and resumable), one directory per run."""
+    from experiments.run import main
+
+    monkeypatch.chdir(tmp_path)
+    tiny = ["--algo", "ippo", "--env", "matrix_dpo4", "--total-steps", "20", "--set", "num_envs=2", "--set",
+            "num_steps=5", "--set", "hidden_dim=4", "--set", "eval_every=2", "--set", "eval_episodes=1", "--no-plots"]
+    assert main(tiny) == 0
+    (out,) = (tmp_path / "runs").iterdir()
+    assert out.name.startswith("ippo_matrix_dpo4_")
+    assert f"results: runs/{out.name}" in capsys.readouterr().out
+    assert {"config.json", "metrics.jsonl", "summary.json", "checkpoints"} <= {p.name for p in out.iterdir()}
+    assert main(tiny + ["--no-save"]) == 0
+    assert len(list((tmp_path / "runs").iterdir())) == 1  # --no-save wrote nothing
+    with pytest.raises(SystemExit) as exc:
+        main(tiny + ["--no-save", "--out", "x"])
+    assert exc.value.code == 2 and "--no-save writes no results directory" in capsys.readouterr().err
