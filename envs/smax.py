@@ -7,17 +7,37 @@ a time-out from a real end, so this adapter drives ``reset`` and ``step_env`` of
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
+import os
+import sys
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jaxmarl.environments.smax import HeuristicEnemySMAX, map_name_to_scenario
-from jaxmarl.environments.smax.smax_env import MAP_NAME_TO_SCENARIO
-from jaxmarl.environments.smax.smax_env import SMAX as JaxmarlSMAX
 
 from envs.core import Array, EnvSpec, MultiAgentEnv, PRNGKey, TimeStep, make_timestep
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """jaxmarl prints on import, below Python's sys.stdout; keep stdout for our own output (run.py --check's JSON)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+with _stdout_to_stderr():
+    from jaxmarl.environments.smax import HeuristicEnemySMAX, map_name_to_scenario
+    from jaxmarl.environments.smax.smax_env import MAP_NAME_TO_SCENARIO
+    from jaxmarl.environments.smax.smax_env import SMAX as JaxmarlSMAX
 
 STOP_ACTION = 4  # jaxmarl's discrete actions: 0-3 moves, 4 stop, 5 + j attack enemy j
 ATTACK_MODES = ("closest", "random")

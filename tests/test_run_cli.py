@@ -167,3 +167,13 @@ def test_without_out_results_go_to_a_fresh_runs_directory(tmp_path, monkeypatch,
     with pytest.raises(SystemExit) as exc:
         main(tiny + ["--no-save", "--out", "x"])
     assert exc.value.code == 2 and "--no-save writes no results directory" in capsys.readouterr().err
+
+
+def test_check_prints_only_json_on_stdout_even_for_jaxmarl_envs():
+    """jaxmarl prints when imported; --check's stdout must stay machine-readable (the plan of the headline run)."""
+    proc = subprocess.run(RUN + ["--algo", "lan", "--env", "smax_3s5z", "--seeds", "32", "--check"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    assert report["config"]["total_steps"] == 2_000_000 and report["runs_per_program"] == 32
+    assert report["programs"][0]["planned_env_steps"] == 2_000_000  # 10,000 updates of 8 envs x 25 steps
