@@ -81,7 +81,7 @@ def runs(request):
     first = jax.device_get(program_a(keys))
     second = jax.device_get(program_b(keys))
     again = jax.device_get(program_a(keys))
-    alone = jax.device_get(program_c(keys[:1]))
+    alone = lambda: jax.device_get(program_c(keys[:1]))  # noqa: E731  compiled only by the (slow) test that uses it
     return algo, first, second, again, alone
 
 
@@ -96,10 +96,12 @@ def test_one_executable_run_twice_is_identical(runs):
     assert first_difference(first, again) is None, (algo, first_difference(first, again))
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="XLA:CPU orders some reductions differently once the size-1 run axis is "
                                        "dropped (module docstring)")
 def test_seed_alone_equals_seed_beside_others(runs):
     algo, first, _, _, alone = runs
+    alone = alone()
     assert first_difference(alone, seed_slice(first, 0)) is None, (algo, first_difference(alone, seed_slice(first, 0)))
 
 

@@ -82,7 +82,7 @@ MAKE_KWARGS = {"matrix": {"payoff": MATRIX_PAYOFF}}
 # One env per family in the fast suite (the cheapest to compile where a family has several; the two
 # jumanji adapters count as one family: rware, the slower to compile, is fuzzed in the slow suite only).
 FAST = ("matrix_qtran", "stochastic_game", "hallway", "predator_prey", "checkers", "mpe_line_control",
-        "smax_3m", "lbf")
+        "smax_3m")  # the jumanji family (lbf, rware) costs ~25 s of compile each: slow suite only
 FAST_EXAMPLES = 3
 SLOW_EXAMPLES = 12
 

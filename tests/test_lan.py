@@ -365,5 +365,7 @@ def test_defaults_are_the_papers_and_errors_are_clear():
         jmarl.make_config("lan", "checkers", updates_per_episode=-1.0)
     with pytest.raises(ConfigError, match="did you mean value_grad_to_agent"):
         jmarl.make_config("lan", "checkers", value_grad_to_agents=True)
-    with pytest.raises(ConfigError, match="buffer_size .* must be at least"):
-        jmarl.make_algorithm(jmarl.make_config("lan", "checkers", buffer_size=20))
+    with pytest.raises(ConfigError, match="batch_size .* must be <= buffer_size"):
+        jmarl.make_config("lan", "checkers", buffer_size=20)
+    with pytest.raises(ConfigError, match=r"buffer_size \(36\) must be at least .* = 40"):
+        jmarl.make_algorithm(jmarl.make_config("lan", "checkers", buffer_size=36))

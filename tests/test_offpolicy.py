@@ -205,8 +205,11 @@ def test_hard_target_copy_when_episodes_cross_a_multiple(matrix_run):
 
 
 def test_config_errors_before_compiling():
-    with pytest.raises(ConfigError, match="buffer_size .* must be at least"):
-        jmarl.make_algorithm(jmarl.make_config("qmix", "matrix_qtran", batch_size=128, buffer_size=100))
+    with pytest.raises(ConfigError, match="batch_size .* must be <= buffer_size"):
+        jmarl.make_config("qmix", "matrix_qtran", batch_size=128, buffer_size=100)
+    # 8 envs each hold a slot they are writing: a batch of 100 needs 108 slots
+    with pytest.raises(ConfigError, match=r"buffer_size \(104\) must be at least .* = 108"):
+        jmarl.make_algorithm(jmarl.make_config("qmix", "matrix_qtran", batch_size=100, buffer_size=104))
     # predator-prey's float32 buffer of the paper's 10000 episodes is ~6.9 GiB per seed
     with pytest.raises(ConfigError, match="bfloat16"):
         jmarl.make_algorithm(jmarl.make_config("remix", "predator_prey_p2", buffer_dtype="float32"))

@@ -378,3 +378,19 @@ def test_resuming_another_runs_checkpoints_names_the_difference(cli, tmp_path):
         "total_steps", "num_envs", "num_steps", "epochs", "eval_every", "eval_episodes")}, "hidden_dim": 16})
     with pytest.raises(CheckpointError, match="belong to a different run .*: hidden_dim: stored 8, given 16; resume"):
         run(changed, seeds=1, out_dir=other, resume=True, plots=False, log=lambda line: None)
+
+
+def test_a_real_learner_with_an_absurd_learning_rate_stops_with_exit_3(tmp_path, capsys):
+    """No stand-in: DPO itself diverges at lr=1e30; the runner names it and writes no garbage rows."""
+    from experiments.run import main
+
+    out = tmp_path / "run"
+    code = main(["--algo", "dpo", "--env", "matrix_dpo4", "--total-steps", "64", "--seeds", "2", "--set", "lr=1e30",
+                 "--set", "num_envs=4", "--set", "num_steps=8", "--set", "hidden_dim=8", "--set", "eval_every=1",
+                 "--set", "eval_episodes=1", "--out", str(out), "--no-plots"])
+    assert code == 3
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert line.startswith("run.py: dpo on matrix_dpo4, seed ") and "became NaN or infinite in update 1 of 2" in line
+    assert line.endswith("no checkpoint was written yet")
+    assert (out / "metrics.jsonl").read_text() == ""  # the diverged chunk left no rows
+    assert not (out / "summary.json").exists()
