@@ -502,7 +502,7 @@ INTERACT = (7, 0.0, 0.0, 0.8, 5)
 
 def test_rules_cover_every_registered_env():
     assert set(RULES) == set(envs.names())
-    assert set(FAST) <= set(RULES) and {RULES[n].family for n in FAST} | {"rware"} == set(FAMILY_CHECKS)
+    assert set(FAST) <= set(RULES) and {RULES[n].family for n in FAST} | {"lbf", "rware"} == set(FAMILY_CHECKS)
 
 
 @pytest.mark.parametrize("name", FAST)

@@ -19,7 +19,13 @@ def full_record(ts, actions, avail):
     }
 
 
-@pytest.mark.parametrize("name", envs.names())
+# Every SMAX map costs 20-40 s of compile: two maps (the smallest and the headline 3s5z) in the fast suite,
+# the rest under -m slow; they share one adapter, and tests/envs/test_smax.py checks it against jaxmarl.
+FAST_SMAX = ("smax_3m", "smax_3s5z")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow)
+                                  if n.startswith("smax_") and n not in FAST_SMAX else n for n in envs.names()])
 def test_env_contract(name):
     kwargs = {"payoff": [[1.0, 0.0], [0.0, 1.0]]} if name == "matrix" else {}
     env = envs.make(name, **kwargs)
