@@ -1,20 +1,24 @@
 """One compiled training program over the run axis: init and chunk, split over devices.
 
 The run axis holds traced sweep points x seeds (run r = point r // seeds, seed r % seeds), padded
-to a multiple of the device count. Each device runs the same program on its own runs through
-``jax.shard_map`` (runs never talk to each other, so there is no communication): a ``vmap`` over
-its runs, or with ``vmap_block`` B a ``lax.map`` over blocks of B vmapped runs, which bounds memory
-(a replay buffer per run, many runs per device).
+to a multiple of the device count. Every device runs the same single-device executable on its own
+contiguous block of runs (runs never talk to each other, so there is no communication): a ``vmap``
+over its runs, or with ``vmap_block`` B a ``lax.map`` over blocks of B vmapped runs, which bounds
+memory (a replay buffer per run, many runs per device). Calls are dispatched to all devices
+asynchronously, so the devices work at the same time, and the outputs are joined into global arrays
+split along the run axis (zero-copy), which is what checkpoints and results read.
 
-Bits across device counts: a run's RNG stream, counters and every integer are the same whatever the
-device count, but XLA compiles a multi-device program through a different pipeline than a
-single-device one and may order floating-point operations differently, so float results can differ
-in the last bits (measured: parameters within 1e-7 after two updates on CPU; greedy evaluations
-identical). A run resumed on the same devices continues bit for bit.
+Why single-device executables rather than one SPMD program (``shard_map``): XLA compiles a
+multi-device program through the SPMD pipeline, which orders some floating-point operations
+differently, so a run's floats drifted from its single-device result in the last bits. With the
+same executable on every device, a run's results are bitwise equal whatever the device count, as
+long as the vectorised group is the same: the same ``vmap_block`` dividing every device's runs
+(tests/test_sharding.py). The cost is one compilation per local device, done in parallel threads.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import time
@@ -23,7 +27,6 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import PartitionSpec
 
 from jmarl import devices as dev
 from jmarl import sweep as sw
@@ -51,15 +54,49 @@ def hparam_dtype(config: Any, key: str) -> Any:
     return np.float32 if field_types(type(config))[key] is float else np.int32
 
 
-def per_device(fn: Callable, mesh: Any, block: int | None) -> Callable:
-    """``fn`` of one run -> a function of all runs: each device maps it over its own runs."""
+def per_run_map(fn: Callable, block: int | None) -> Callable:
+    """``fn`` of one run -> a function of a device's runs (leading axis): vmap, or lax.map over blocks."""
     if block is None:
-        local = jax.vmap(fn)
-    else:
-        local = lambda *xs: jax.lax.map(lambda args: fn(*args), xs, batch_size=block)  # noqa: E731
-    spec = PartitionSpec(dev.AXIS)
-    # check_vma=False: learners build scan carries from constants; runs are independent, nothing to check.
-    return jax.shard_map(local, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)
+        return jax.vmap(fn)
+    return lambda *xs: jax.lax.map(lambda args: fn(*args), xs, batch_size=block)
+
+
+class PerDevice:
+    """One single-device executable per local device, called on that device's block of runs.
+
+    Takes and returns global arrays split along the run axis (``devices.run_sharding``). Under a
+    multi-host launch each process compiles for and dispatches to its own devices only."""
+
+    def __init__(self, fn: Callable, mesh: Any, abstract_args: tuple, donate_first: bool = False):
+        self.mesh = mesh
+        self.sharding = dev.run_sharding(mesh)
+        self.devices = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+        per = mesh.devices.size
+
+        def local(x, device):
+            return jax.ShapeDtypeStruct((x.shape[0] // per,) + x.shape[1:], x.dtype,
+                                        sharding=jax.sharding.SingleDeviceSharding(device))
+
+        jitted = jax.jit(fn, donate_argnums=0 if donate_first else ())  # the train state, never the hparams
+
+        def compile_for(device):
+            return jitted.lower(*jax.tree.map(lambda x: local(x, device), abstract_args)).compile()
+
+        # XLA compiles without the GIL: one thread per device compiles them side by side.
+        with concurrent.futures.ThreadPoolExecutor(len(self.devices)) as pool:
+            self.executables = list(pool.map(compile_for, self.devices))
+        self.out_info = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct((x.shape[0] * per,) + x.shape[1:], x.dtype, sharding=self.sharding),
+            self.executables[0].out_info)
+
+    def __call__(self, *args: Any) -> Any:
+        leaves, treedef = jax.tree.flatten(args)
+        by_device = [{s.device: s.data for s in leaf.addressable_shards} for leaf in leaves]
+        outputs = [exe(*jax.tree.unflatten(treedef, [shards[d] for shards in by_device]))
+                   for exe, d in zip(self.executables, self.devices, strict=True)]
+        return jax.tree.map(
+            lambda info, *parts: jax.make_array_from_single_device_arrays(info.shape, self.sharding, list(parts)),
+            self.out_info, *outputs)
 
 
 def check_block(block: int | None) -> None:
@@ -87,10 +124,9 @@ def compile_program(config: Any, traced: tuple[str, ...], runs: int, num_devices
     keys = jax.ShapeDtypeStruct((padded, 2), np.uint32, sharding=rows)
     hp = {k: jax.ShapeDtypeStruct((padded,), hparam_dtype(config, k), sharding=rows) for k in traced}
     t0 = time.perf_counter()
-    init = jax.jit(per_device(init_one, mesh, block)).lower(keys, hp).compile()
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rows),
-                            jax.eval_shape(jax.vmap(init_one), keys, hp))
-    chunk = jax.jit(per_device(chunk_one, mesh, block), donate_argnums=0).lower(abstract, hp).compile()
+    init = PerDevice(per_run_map(init_one, block), mesh, (keys, hp))
+    abstract = init.out_info
+    chunk = PerDevice(per_run_map(chunk_one, block), mesh, (abstract, hp), donate_first=True)
     return Program(algo, p, mesh, runs, padded, init, chunk, abstract, time.perf_counter() - t0)
 
 
