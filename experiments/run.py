@@ -74,6 +74,12 @@ def build_parser() -> Parser:
                         "0: only at the end)")
     p.add_argument("--keep-checkpoints", type=int, default=None, help="how many recent checkpoints to keep (3)")
     p.add_argument("--no-checkpoints", action="store_true", help="write no checkpoints")
+    p.add_argument("--checkpoint-replay", action=argparse.BooleanOptionalAction, default=None,
+                   help="--no-checkpoint-replay: checkpoints leave out the replay buffer of the off-policy learners "
+                        "(the remix/qmix/vdn/wqmix and lan/iql families), much smaller; a run resumed from one starts "
+                        "with an empty buffer and new episodes and differs from an uninterrupted run. On-policy "
+                        "learners (dpo, ippo, tad_ppo, mappo) keep no buffer: no change. Default: saved (resume is "
+                        "exact); --resume keeps the run's setting unless given")
     p.add_argument("--no-plots", action="store_true", help="skip the learning-curve PNGs")
     p.add_argument("--check", action="store_true",
                    help="check everything and print the resolved config, sweep, run options and plan as JSON; "
@@ -157,6 +163,7 @@ def _cli_options(args: argparse.Namespace) -> dict:
     """RunOptions fields the command line set (None: keep the default, or the resumed run's value)."""
     values = dict(devices=args.devices, vmap_block=args.vmap_block, checkpoint_every=args.checkpoint_every,
                   keep_checkpoints=args.keep_checkpoints, checkpoints=False if args.no_checkpoints else None,
+                  checkpoint_replay=args.checkpoint_replay,
                   plots=False if args.no_plots else None)
     return {k: v for k, v in values.items() if v is not None}
 

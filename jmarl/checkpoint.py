@@ -1,9 +1,9 @@
 """Orbax checkpoints of the full vmapped train state, so that a run resumes bit for bit.
 
 A checkpoint holds the state of every run of a program (params, optimiser state, env states, RNG,
-counters, adaptive coefficients, replay buffers: the whole TrainState pytree) and a small JSON
-record (chunks done, the run's identity: resolved config, seeds, base seed, sweep, and its
-fingerprint). The step number is the number of compiled chunks done. Saving is asynchronous: the
+counters, adaptive coefficients, replay buffers unless left out, below: the whole TrainState pytree)
+and a small JSON record (chunks done, the run's identity: resolved config, seeds, base seed, sweep, and
+its fingerprint). The step number is the number of compiled chunks done. Saving is asynchronous: the
 device-to-host copy happens inside ``save``, so the next chunk may donate the state's buffers;
 writing to disk overlaps with training. The last ``keep`` checkpoints are kept.
 
@@ -18,6 +18,14 @@ complete checkpoint whose files are damaged is refused with an error naming it a
 Restoring checks before reading any array that the checkpoint was written by the same run (its
 identity; differing keys are named) and that every leaf's path, shape and dtype match what the
 program expects.
+
+Checkpoints without the replay buffer. An off-policy train state keeps its episode buffer in the field
+``buffer`` (jmarl.offpolicy.OffPolicyState), by far its largest part. :func:`without_replay` drops it
+(``None``: no leaves on disk) and the record's ``replay_buffer`` says ``"omitted"`` (``"saved"``: the whole
+state; ``"none"``: the learner keeps no buffer; older records lack the key and hold the whole state).
+Restoring such a checkpoint takes the buffer from a freshly initialised state (empty, same shapes) and,
+with it, the episodes in progress (:data:`EPISODE_FIELDS`): their first steps lived in the buffer's slots,
+so finishing them would store episodes that start mid-way; the envs start new episodes instead.
 """
 
 from __future__ import annotations
@@ -34,6 +42,42 @@ import orbax.checkpoint as ocp
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, unreadable or written by a different run."""
+
+
+REPLAY_FIELD = "buffer"  # the replay buffer's field in an off-policy train state
+# Fields of the episodes in progress, which a buffer-less checkpoint cannot continue (module docstring).
+EPISODE_FIELDS = ("env_state", "timestep", "hidden", "last_action", "episode_start")
+REPLAY_SAVED, REPLAY_OMITTED, REPLAY_NONE = "saved", "omitted", "none"
+
+
+def has_replay(state: Any) -> bool:
+    """Whether ``state`` carries a replay buffer (an off-policy learner's state)."""
+    return getattr(state, REPLAY_FIELD, None) is not None
+
+
+def without_replay(state: Any) -> Any:
+    """``state`` with its replay buffer left out (``None``: no leaves); unchanged without one."""
+    return state.replace(**{REPLAY_FIELD: None}) if has_replay(state) else state
+
+
+def replay_status(state: Any, save_replay: bool) -> str:
+    """The record's ``replay_buffer`` for a checkpoint of ``state``."""
+    if not has_replay(state):
+        return REPLAY_NONE
+    return REPLAY_SAVED if save_replay else REPLAY_OMITTED
+
+
+def replay_omitted(record: dict[str, Any]) -> bool:
+    """Whether the checkpoint with this record was written without its replay buffer."""
+    return record.get("replay_buffer") == REPLAY_OMITTED
+
+
+def with_fresh_replay(restored: Any, fresh: Any) -> Any:
+    """``restored`` (a state without its buffer) with the buffer and the episodes in progress of ``fresh``
+    (a newly initialised state of the same program): an empty buffer and new episodes, everything
+    else (parameters, optimiser, target networks, RNG, counters) as restored."""
+    taken = {name: getattr(fresh, name) for name in (REPLAY_FIELD, *EPISODE_FIELDS) if hasattr(fresh, name)}
+    return restored.replace(**taken)
 
 
 COMMIT_FILE = "commit_success.txt"

@@ -15,7 +15,9 @@ Results directory (keys are stable; other tools read them):
 - ``summary.json`` (``per_seed``, ``mean``, ``ci95``) and ``summary.md``: the final evaluation, mean
   and 95% bootstrap interval across seeds;
 - ``curve_<key>.png``: learning curves, mean and 95% bootstrap band across seeds;
-- ``checkpoints/``: Orbax checkpoints of the full train state (jmarl/checkpoint.py).
+- ``checkpoints/``: Orbax checkpoints of the full train state (jmarl/checkpoint.py); with
+  ``checkpoint_replay=False`` without an off-policy learner's replay buffer (a resumed run then starts
+  from an empty buffer and new episodes, so it no longer ends exactly like an uninterrupted run).
 With a sweep, each point gets these files (but not ``checkpoints/``) in its own subdirectory
 ``key=value__...``, and ``sweep.md`` / ``sweep.json`` / ``sweep_<key>.png`` compare the points.
 
@@ -49,7 +51,15 @@ import numpy as np
 
 from jmarl import devices as dev
 from jmarl import sweep as sw
-from jmarl.checkpoint import Checkpoints, fingerprint
+from jmarl.checkpoint import (
+    Checkpoints,
+    fingerprint,
+    has_replay,
+    replay_omitted,
+    replay_status,
+    with_fresh_replay,
+    without_replay,
+)
 from jmarl.config import ConfigError, validate
 from jmarl.core import NONFINITE, Plan
 from jmarl.program import Program, abstract_state, check_block, compile_program
@@ -87,6 +97,7 @@ class RunOptions:
     checkpoint_every: int | None = None  # updates; None: about a tenth of the run; 0: only at the end
     keep_checkpoints: int = 3
     checkpoints: bool = True
+    checkpoint_replay: bool = True  # False: checkpoints leave an off-policy learner's replay buffer out
     plots: bool = True
 
     def check(self) -> None:
@@ -255,7 +266,8 @@ def run_options(meta: dict[str, Any], **overrides: Any) -> RunOptions:
 def load_checkpoint(run_dir: str | Path, step: int | None = None) -> tuple[Any, Any, dict[str, Any], dict[str, Any]]:
     """(config, host train state with the run axis first, config.json record, checkpoint record) of the
     latest (or ``step``-th) checkpoint of a program's results directory. Run r is sweep point
-    r // seeds, seed r % seeds, points in ``sweep.grid`` order."""
+    r // seeds, seed r % seeds, points in ``sweep.grid`` order. The state's replay buffer is None when
+    the checkpoint was written without it."""
     config, meta = read_run(run_dir)
     if meta.get("sequential"):
         raise ConfigError(f"{run_dir} holds one program per value of {', '.join(meta['sequential'])}; "
@@ -265,6 +277,8 @@ def load_checkpoint(run_dir: str | Path, step: int | None = None) -> tuple[Any, 
     target = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), abstract_state(config, tuple(traced), runs))
     ckpt = Checkpoints(Path(run_dir) / "checkpoints")
     try:
+        if replay_omitted(ckpt.record(step)):
+            target = without_replay(target)
         identity = run_identity(config, meta["seeds"], meta["base_seed"], traced)
         state, record = ckpt.restore(target, step, expect=identity)
     finally:
@@ -349,7 +363,7 @@ def _meta(config: Any, opts: RunOptions, p: Plan | None) -> dict[str, Any]:
                     num_chunks=p.num_chunks)
     meta.update(jax=jax.__version__, devices=opts.devices, vmap_block=opts.vmap_block,
                 checkpoint_every=opts.checkpoint_every, keep_checkpoints=opts.keep_checkpoints,
-                versions=versions(), git_commit=git_commit())
+                checkpoint_replay=opts.checkpoint_replay, versions=versions(), git_commit=git_commit())
     return meta
 
 
@@ -386,12 +400,20 @@ def _run_program(config: Any, traced: dict[str, tuple], out: Path | None, opts: 
         done = record["chunks_done"]
         log(f"resumed from {ckpt.directory} at chunk {done}/{p.num_chunks} ({done * steps_per_chunk:,} env steps "
             f"per run)")
+        if replay_omitted(record):
+            fresh = prog.init(dev.put_runs(restart_keys(host_inputs[0], done), prog.mesh), hparams)
+            state = with_fresh_replay(state, fresh)
+            del fresh
+            log(_no_replay_message(config, done, opts.checkpoint_replay))
     elif resume:
         log(f"no checkpoint under {out}: starting from scratch")
     if main and out is not None:
         _prepare_files(config, out, leaf, points, opts, p, traced, done * steps_per_chunk if resuming else None)
     if state is None:
         state = prog.init(keys_in, hparams)
+    if ckpt is not None and not opts.checkpoint_replay and has_replay(prog.abstract_state):
+        log("checkpoints leave the replay buffer out (--no-checkpoint-replay): a run resumed from one starts "
+            "with an empty buffer and will differ from an uninterrupted run")
 
     log(f"{config.algo} on {config.env}: {seeds} seed(s)" + (f" x {len(points)} sweep points" if traced else "")
         + f" = {runs} runs on {prog.mesh.devices.size} device(s); {p.num_chunks} chunks of {p.updates_per_chunk} "
@@ -418,7 +440,7 @@ def _run_program(config: Any, traced: dict[str, tuple], out: Path | None, opts: 
                                                        for k in eval_keys(flat[0], EVAL_KEYS)})
                 stopping = stop.signum is not None
                 if ckpt is not None and (i + 1 == p.num_chunks or (i + 1) % every == 0 or stopping):
-                    _save(ckpt, prog, state, i + 1, identity, flat[0]["env_steps"])
+                    _save(ckpt, prog, state, i + 1, identity, flat[0]["env_steps"], opts.checkpoint_replay)
                 if stopping:
                     if ckpt is not None:
                         ckpt.wait()  # a second SIGINT here aborts (KeyboardInterrupt)
@@ -452,18 +474,43 @@ def _run_program(config: Any, traced: dict[str, tuple], out: Path | None, opts: 
 
 
 def _restore(ckpt: Checkpoints, prog: Program, identity: dict) -> tuple[Any, dict]:
-    """The latest checkpoint as global arrays (padded runs are not stored: they are re-derived)."""
+    """The latest checkpoint as global arrays (padded runs are not stored: they are re-derived); without
+    its replay buffer (None) when it was written without one."""
+    abstract = prog.abstract_state
+    if replay_omitted(ckpt.record()):
+        abstract = without_replay(abstract)
     if prog.padded == prog.runs:
-        return ckpt.restore(prog.abstract_state, expect=identity)
-    host = jax.tree.map(lambda x: np.zeros((prog.runs,) + x.shape[1:], x.dtype), prog.abstract_state)
+        return ckpt.restore(abstract, expect=identity)
+    host = jax.tree.map(lambda x: np.zeros((prog.runs,) + x.shape[1:], x.dtype), abstract)
     state, record = ckpt.restore(host, expect=identity)
     return dev.put_runs(dev.pad_runs(state, prog.padded), prog.mesh), record
 
 
-def _save(ckpt: Checkpoints, prog: Program, state: Any, chunks_done: int, identity: dict, env_steps: int) -> None:
-    real = state if prog.padded == prog.runs else jax.tree.map(lambda x: x[:prog.runs], state)
+def restart_keys(keys: np.ndarray, chunks_done: int) -> np.ndarray:
+    """Keys of the fresh state that a run resumed without its replay buffer takes its empty buffer and new
+    episodes from: each run's key folded with the chunks done, so these episodes differ from its first ones."""
+    return np.asarray(jax.vmap(lambda key: jax.random.fold_in(key, chunks_done))(keys))
+
+
+def _no_replay_message(config: Any, chunks_done: int, save_replay: bool) -> str:
+    batch = getattr(config, "batch_size", None)
+    wait = f"batch_size={batch} complete episodes" if batch is not None else "a batch of complete episodes"
+    decides = "; the checkpoint decides, although this run saves the buffer" if save_replay else ""
+    later = "save the buffer" if save_replay else "leave the buffer out again"
+    return (f"checkpoint {chunks_done} holds no replay buffer (written with --no-checkpoint-replay{decides}): the "
+            f"buffer starts empty and the envs start new episodes; gradient steps wait until it again holds {wait}, "
+            f"so results will differ from an uninterrupted run; later checkpoints {later}")
+
+
+def _save(ckpt: Checkpoints, prog: Program, state: Any, chunks_done: int, identity: dict, env_steps: int,
+          save_replay: bool = True) -> None:
+    """Start writing checkpoint ``chunks_done`` of the real runs, without the replay buffer unless ``save_replay``."""
+    status = replay_status(state, save_replay)
+    kept = state if save_replay else without_replay(state)
+    real = kept if prog.padded == prog.runs else jax.tree.map(lambda x: x[:prog.runs], kept)
     ckpt.save(chunks_done, real, {"chunks_done": chunks_done, "updates_done": chunks_done * prog.plan.updates_per_chunk,
-                                  "env_steps": env_steps, "fingerprint": fingerprint(identity), "run": identity})
+                                  "env_steps": env_steps, "fingerprint": fingerprint(identity), "run": identity,
+                                  "replay_buffer": status})
 
 
 def _nonfinite_error(config: Any, points: list[dict], seeds: int, p: Plan, chunk: int,
