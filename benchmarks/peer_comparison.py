@@ -11,8 +11,9 @@ difference is listed per case and counted in network multiply-adds per update (`
 Measurement: the training program (a scan of ``updates`` collect-and-learn iterations, vmapped over
 seeds, without evaluation, like the peer's loop) is compiled apart (``.lower().compile()``), then run
 twice with ``block_until_ready``; both runs are reported, wall clock and the process's CPU time. The raw
-env throughput of the same env at the same batch (num_envs x seeds copies, random actions) is measured
-in the same process with benchmarks/env_throughput.py, so ``train_over_raw`` compares within one run.
+env throughput of the same env at the same batch (num_envs x seeds copies, random actions, for
+``RAW_ROLLOUTS`` rollouts' length) is measured in the same process with benchmarks/env_throughput.py, so
+``train_over_raw`` compares within one run.
 The peer's recorded training / raw ratio then gives a comparison that machine load affects less than
 absolute numbers (``vs_peer.by_raw_ratio``). ``breakdown`` times the rollout alone and the learning
 alone (one seed) and, for feed-forward learners, one gradient step with the network replayed one
@@ -59,6 +60,10 @@ RESULTS = Path(__file__).parent / "results"
 MPE_3 = "mpe_simple_spread_n3"  # jaxmarl's MPE_simple_spread_v3 has 3 agents; our registered name defaults to 5
 SPEEDUP_TARGET = 1.5  # at least 1.5x the peer at equal work
 SMAX_RAW_FRACTION_TARGET = 0.5  # on-policy training at no less than half the raw env throughput on SMAX
+# The raw runs step the same batch for this many rollouts' length: a run of a second or less is at the mercy
+# of other people's load spikes (seen: 3x between two back-to-back runs); the length does not change the work
+# per step, nor the compile time.
+RAW_ROLLOUTS = 4
 
 PEER_SOURCES = {
     "ippo_ff_mpe": ("FLAIROx/JaxMARL baselines/IPPO/config/ippo_ff_mpe.yaml @1daff54ad0c8c7055168a2ac6158f89366a16abc "
@@ -375,7 +380,7 @@ def measure_case(case: Case, quick: bool, with_breakdown: bool, profile: bool = 
         (state, _), wall, cpu = timed(program, (state,))
         wall_rates.append(steps / wall)
         cpu_rates.append(steps / cpu)
-    raw = env_throughput.measure(case.env, config.num_envs * case.seeds, config.num_steps)
+    raw = env_throughput.measure(case.env, config.num_envs * case.seeds, RAW_ROLLOUTS * config.num_steps)
     raw_best, train_best = max(raw["steps_per_s"]), max(wall_rates)
 
     work = work_settings(algo, config)
@@ -430,13 +435,14 @@ def fmt_range(pair, spec: str = ".2f") -> str:
 
 INTRO = """Env steps/s summed over seeds; training is best of two runs of the compiled program (both shown), wall
 clock; `CPU-time steps/s` divides by the process's CPU time instead, which other people's load on the
-machine inflates less. `raw`: random actions through the same env at the same batch, measured in the same
-process (benchmarks/env_throughput.py). Peer numbers are those recorded for jaxmarl's scripts on this kind
-of machine (2 cores, jax 0.10.2), with the raw env throughput recorded beside them (for MPE a range; the
-batch of the raw numbers is not recorded). `vs peer (raw ratio)` = our training/raw over the peer's
-training/raw: a comparison that machine load affects less than the absolute `vs peer (recorded)`, but only as
-good as the recorded raw numbers. `per unit of work` multiplies it by our multiply-adds per update over the
-peer's. MACs are multiply-adds of the networks' matmuls, a backward pass counted as two forward passes."""
+machine inflates less. `raw`: random actions through the same env at the same batch (4 rollouts long, so
+that a load spike weighs less), measured in the same process (benchmarks/env_throughput.py). Peer numbers
+are those recorded for jaxmarl's scripts on this kind of machine (2 cores, jax 0.10.2), with the raw env
+throughput recorded beside them (for MPE a range; the batch of the raw numbers is not recorded).
+`vs peer (raw ratio)` = our training/raw over the peer's training/raw: a comparison that machine load
+affects less than the absolute `vs peer (recorded)`, but only as good as the recorded raw numbers.
+`per unit of work` multiplies it by our multiply-adds per update over the peer's. MACs are multiply-adds of
+the networks' matmuls, a backward pass counted as two forward passes."""
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
