@@ -299,16 +299,24 @@ class BatchedReplayDPO(DPO):
 
 
 def matmul_reference(rows: int, hidden: int, steps: int = 256) -> float:
-    """GFLOP per CPU-second of a scan of ``[rows, hidden] @ [hidden, 3 hidden]`` products (a GRU's gate
-    matmuls at one minibatch's rows per time step): what this machine gives matmuls of that size now."""
-    w = jnp.full((hidden, 3 * hidden), 0.01, jnp.float32)
+    """GFLOP per CPU-second of a chain of ``[rows, hidden] @ [hidden, hidden]`` products: what this machine
+    gives, now, matmuls of the size the peer's network multiplies (``reference_rows``)."""
+    w = jnp.full((hidden, hidden), 0.01, jnp.float32)
 
     def chain(h, w):
-        return jax.lax.scan(lambda h, _: (jnp.tanh(h @ w)[:, :hidden], None), h, None, steps)[0]
+        return jax.lax.scan(lambda h, _: (jnp.tanh(h @ w), None), h, None, steps)[0]
 
     program, _ = compile_timed(chain, jnp.ones((rows, hidden)), w)
     _, _, cpu = timed(program, (jnp.ones((rows, hidden)), w), reps=3)
-    return 2 * steps * rows * hidden * 3 * hidden / cpu / 1e9
+    return 2 * steps * rows * hidden * hidden / cpu / 1e9
+
+
+def reference_rows(algo: Any) -> int:
+    """Rows of the peer's matmuls in a gradient step: a minibatch's sequences per time step with a GRU (the
+    cell runs step by step), the whole minibatch without one (its layers see all samples at once)."""
+    cfg = algo.config
+    sequences = cfg.num_envs // cfg.num_minibatches * algo.n
+    return sequences if cfg.recurrent else sequences * cfg.num_steps
 
 
 def profile_ops(fn, args: tuple, top: int = 8) -> dict[str, float]:
@@ -345,13 +353,12 @@ def breakdown(algo: Any, state: Any, raw_steps_per_s: float, macs: dict[str, int
     (after, traj), collect_s, collect_cpu = timed(collect, (one,), reps)
     learn, _ = compile_timed(jax.vmap(algo.learn), after, one.carries, traj)
     learned, learn_s, learn_cpu = timed(learn, (after, one.carries, traj), reps)
-    rows = cfg.num_envs // cfg.num_minibatches * algo.n
     out = {"collect_ms": 1e3 * collect_s, "collect_cpu_ms": 1e3 * collect_cpu,
            "env_in_collect_ms": 1e3 * algo.steps_per_update / raw_steps_per_s,
            "learn_ms": 1e3 * learn_s, "learn_cpu_ms": 1e3 * learn_cpu,
            "learn_per_gradient_step_ms": 1e3 * learn_s / (cfg.epochs * cfg.num_minibatches),
            "learn_gflops_per_cpu_s": 2 * macs["learn"] / learn_cpu / 1e9,
-           "matmul_reference_gflops_per_cpu_s": matmul_reference(rows, cfg.hidden_dim)}
+           "matmul_reference_gflops_per_cpu_s": matmul_reference(reference_rows(algo), cfg.hidden_dim)}
     if isinstance(algo, DPO) and not cfg.recurrent:
         batched = BatchedReplayDPO(cfg)
         learn_b, _ = compile_timed(jax.vmap(batched.learn), after, one.carries, traj)
@@ -510,9 +517,10 @@ def findings(r: dict, cpus: int) -> str:
             f"at the raw rate measured beside it. Learning takes {b['learn_ms']:,.0f} ms "
             f"({b['learn_per_gradient_step_ms']:,.1f} ms per gradient step) and runs its network arithmetic at "
             f"{b['learn_gflops_per_cpu_s']:.3g} GFLOP per CPU-second, against "
-            f"{b['matmul_reference_gflops_per_cpu_s']:.3g} for a scan of matmuls of one minibatch's size in the same "
-            f"process. The peer's recorded throughput implies {p['implied_gflops_per_s']:.0f} GFLOP per second, "
-            f"{ceiling:.0%} of {cpus} cores at that reference rate. Ours does {m['ours_over_peer']:.2f}x the peer's "
+            f"{b['matmul_reference_gflops_per_cpu_s']:.3g} for a chain of matmuls of the size the peer's network "
+            f"multiplies, in the same process. The peer's recorded throughput implies "
+            f"{p['implied_gflops_per_s']:.0f} GFLOP per second, {ceiling:.0%} of {cpus} cores at that reference rate. "
+            f"Ours does {m['ours_over_peer']:.2f}x the peer's "
             f"multiply-adds per update")
     extra = 1 - 1 / m["ours_over_peer"]
     text += f" ({extra:.0%} of ours is work the peer does not do)." if extra > 0.005 else "."
