@@ -298,17 +298,19 @@ class BatchedReplayDPO(DPO):
         return unflat(jax.nn.log_softmax(logits)), unflat(values)
 
 
-def matmul_reference(rows: int, hidden: int, steps: int = 256) -> float:
-    """GFLOP per CPU-second of a chain of ``[rows, hidden] @ [hidden, hidden]`` products: what this machine
-    gives, now, matmuls of the size the peer's network multiplies (``reference_rows``)."""
+def matmul_reference(rows: int, hidden: int, flop: float = 2e9) -> float:
+    """GFLOP per CPU-second of a chain of ``[rows, hidden] @ [hidden, hidden]`` products (about ``flop`` in
+    all, best of five calls): what this machine gives, now, matmuls of the size the peer's network
+    multiplies (``reference_rows``)."""
+    steps = max(16, round(flop / (2 * rows * hidden * hidden)))
     w = jnp.full((hidden, hidden), 0.01, jnp.float32)
 
     def chain(h, w):
         return jax.lax.scan(lambda h, _: (jnp.tanh(h @ w), None), h, None, steps)[0]
 
     program, _ = compile_timed(chain, jnp.ones((rows, hidden)), w)
-    _, _, cpu = timed(program, (jnp.ones((rows, hidden)), w), reps=3)
-    return 2 * steps * rows * hidden * hidden / cpu / 1e9
+    best = min(timed(program, (jnp.ones((rows, hidden)), w))[2] for _ in range(5))
+    return 2 * steps * rows * hidden * hidden / best / 1e9
 
 
 def reference_rows(algo: Any) -> int:
@@ -524,6 +526,17 @@ def findings(r: dict, cpus: int) -> str:
             f"multiply-adds per update")
     extra = 1 - 1 / m["ours_over_peer"]
     text += f" ({extra:.0%} of ours is work the peer does not do)." if extra > 0.005 else "."
+    # what the targets would ask of the arithmetic at our work, against the machine's matmul rate
+    flop_per_step = 2 * m["ours_per_update"]["total"] / r["work"]["env_steps_per_update"]
+    two_cores = cpus * b["matmul_reference_gflops_per_cpu_s"]
+    speedup_need = SPEEDUP_TARGET * p["steps_per_s"] * flop_per_step / 1e9
+    text += (f" At our work, {SPEEDUP_TARGET}x the peer's recorded throughput needs {speedup_need:.0f} GFLOP/s "
+             f"({speedup_need / two_cores:.1f}x {cpus} cores at the reference rate)")
+    if "raw_fraction_target" in r["targets"]:
+        raw_need = SMAX_RAW_FRACTION_TARGET * max(r["raw_steps_per_s"]) / r["seeds"] * flop_per_step / 1e9
+        text += (f"; training at {SMAX_RAW_FRACTION_TARGET} of the raw env throughput needs {raw_need:.0f} GFLOP/s "
+                 f"({raw_need / two_cores:.1f}x)")
+    text += "."
     if "learn_profile" in b:
         top = ", ".join(f"{k} {v:.0%}" for k, v in list(b["learn_profile"].items())[:5])
         text += f" Profile of one learning call (share of kernel time): {top}."

@@ -111,3 +111,21 @@ def test_full_cases_claim_the_peers_work_settings():
     assert rnn == {"shared": 75 * 128 + 3 * 128 * 128 * 2, "actor": 128 * 128 + 128 * 8, "critic": 128 * 128 + 128}
     mappo = bench.peer_network("mappo_rnn", smax)
     assert mappo["critic"] == 75 * 128 + 6 * 128 * 128 + 128 * 128 + 128
+
+
+def test_findings_state_the_breakdown_and_what_the_targets_ask():
+    bench = load_benchmark()
+    row = {"name": "ippo_gru_smax_3m", "seeds": 1, "work": {"env_steps_per_update": 16384},
+           "macs": {"ours_per_update": {"total": 10**12}, "ours_over_peer": 2.0},
+           "peer": {"steps_per_s": 10_000, "implied_gflops_per_s": 100.0}, "raw_steps_per_s": [40_000, 50_000],
+           "targets": {"raw_fraction_target": 0.5},
+           "breakdown": {"collect_ms": 1000.0, "learn_ms": 3000.0, "env_in_collect_ms": 400.0,
+                         "learn_per_gradient_step_ms": 187.5, "learn_gflops_per_cpu_s": 40.0,
+                         "matmul_reference_gflops_per_cpu_s": 50.0}}
+    text = bench.findings(row, cpus=2)
+    assert "one update takes 4,000 ms here, 75% of it learning" in text
+    assert "implies 100 GFLOP per second, 100% of 2 cores" in text
+    assert "(50% of ours is work the peer does not do)" in text
+    # 2e12 FLOP per 16,384 env steps: 1.5 x 10,000 steps/s -> 1,831 GFLOP/s; 0.5 x 50,000 -> 3,052 GFLOP/s
+    assert "needs 1831 GFLOP/s (18.3x 2 cores at the reference rate)" in text
+    assert "needs 3052 GFLOP/s (30.5x)" in text
