@@ -13,11 +13,14 @@ seeds, without evaluation, like the peer's loop) is compiled apart (``.lower().c
 twice with ``block_until_ready``; both runs are reported, wall clock and the process's CPU time. The raw
 env throughput of the same env at the same batch (num_envs x seeds copies, random actions, for
 ``RAW_ROLLOUTS`` rollouts' length) is measured in the same process with benchmarks/env_throughput.py, so
-``train_over_raw`` compares within one run.
-The peer's recorded training / raw ratio then gives a comparison that machine load affects less than
-absolute numbers (``vs_peer.by_raw_ratio``). ``breakdown`` times the rollout alone and the learning
-alone (one seed) and, for feed-forward learners, one gradient step with the network replayed one
-time step at a time (as the learner does) against one batched pass over the whole minibatch.
+``train_over_raw`` compares within one run. The peer's recorded training / raw ratio then gives a
+comparison that machine load affects less than absolute numbers (``vs_peer.by_raw_ratio``).
+
+``breakdown`` (one seed) times the rollout alone and the learning alone on its rollout, sets the
+learning's arithmetic rate against a chain of matmuls of the peer's size measured in the same process,
+and for a feed-forward DPO-family learner times the learning with the rollout replayed in one batched
+pass (``BatchedReplayDPO``, the fix it points to). ``--profile`` adds each XLA kernel kind's share of
+one learning call. The findings in the results md are written from these numbers.
 
 JSON (``peer_comparison.json``): ``{"meta": {...}, "cases": [case, ...]}``; each case has ``name, algo,
 env, seeds, updates, overrides, work, peer_work, macs, compile_s, train_steps_per_s, train_cpu_steps_per_s,
@@ -25,7 +28,7 @@ raw_steps_per_s, raw_compile_s, train_over_raw, peer, vs_peer, targets`` and, un
 ``breakdown``. Throughputs are env steps per second (one step of one env copy, all its agents), summed
 over seeds.
 
-    python benchmarks/peer_comparison.py [--cases ippo_ff_mpe ippo_gru_smax_3m] [--no-breakdown]
+    python benchmarks/peer_comparison.py [--cases ippo_ff_mpe ippo_gru_smax_3m] [--no-breakdown] [--profile]
     python benchmarks/peer_comparison.py --quick --cases ippo_ff_mpe --out /tmp/peer   # smoke run, tiny budgets
 """
 
