@@ -54,14 +54,17 @@ class TimeStep:
     """What an agent team sees after reset or step.
 
     obs [N, obs_dim] float32, state [state_dim] float32 (global, for centralised training),
-    avail_actions [N, A] bool, reward [] float32 (team), terminated [] bool (true end: do not
-    bootstrap), truncated [] bool (time limit: bootstrap), info: dict of scalars with at least
-    ``episode_return``, ``episode_length`` and ``won``.
+    avail_actions [N, A] bool, active [N] bool (the agent is in play and its next action matters: false
+    once it has died or been removed, so learners can leave its forced steps out; all true in envs where
+    agents never leave), reward [] float32 (team), terminated [] bool (true end: do not bootstrap),
+    truncated [] bool (time limit: bootstrap), info: dict of scalars with at least ``episode_return``,
+    ``episode_length`` and ``won``.
     """
 
     obs: Array
     state: Array
     avail_actions: Array
+    active: Array
     reward: Array
     terminated: Array
     truncated: Array
@@ -88,16 +91,24 @@ def make_timestep(
     reward: Array | float = 0.0,
     terminated: Array | bool = False,
     won: Array | bool = False,
+    active: Array | None = None,
     **info: Any,
 ) -> TimeStep:
     """Build a TimeStep with the dtypes the API promises (used by ``reset_env`` / ``step_env``).
 
-    ``truncated`` and the episode counters are filled in by :class:`MultiAgentEnv`.
+    ``active`` defaults to every agent (envs where agents never leave); ``truncated`` and the episode
+    counters are filled in by :class:`MultiAgentEnv`.
     """
+    avail_actions = jnp.asarray(avail_actions, bool)
+    num_agents = avail_actions.shape[0]
+    active = jnp.ones(num_agents, bool) if active is None else jnp.asarray(active, bool)
+    if active.shape != (num_agents,):
+        raise ValueError(f"active must have shape ({num_agents},) (one flag per agent), got {active.shape}")
     return TimeStep(
         obs=jnp.asarray(obs, jnp.float32),
         state=jnp.asarray(state, jnp.float32),
-        avail_actions=jnp.asarray(avail_actions, bool),
+        avail_actions=avail_actions,
+        active=active,
         reward=jnp.asarray(reward, jnp.float32),
         terminated=jnp.asarray(terminated, bool),
         truncated=jnp.asarray(False),
@@ -195,8 +206,8 @@ class Wrapper(MultiAgentEnv):
 class AutoReset(Wrapper):
     """Resets finished episodes inside ``step`` while keeping what bootstrapping needs.
 
-    After a step that ends an episode, ``obs/state/avail_actions`` are the *new* episode's first
-    ones (what the policy acts on next), ``reward/terminated/truncated`` describe the finished
+    After a step that ends an episode, ``obs/state/avail_actions/active`` are the *new* episode's
+    first ones (what the policy acts on next), ``reward/terminated/truncated`` describe the finished
     transition, ``info["episode_return"/"episode_length"/"won"]`` describe the finished episode, and
     ``info["final_obs"/"final_state"/"final_avail_actions"]`` hold the terminal observation for the
     value target (equal to ``obs`` etc. when the episode goes on).
@@ -217,6 +228,7 @@ class AutoReset(Wrapper):
             obs=jnp.where(done, reset_ts.obs, ts.obs),
             state=jnp.where(done, reset_ts.state, ts.state),
             avail_actions=jnp.where(done, reset_ts.avail_actions, ts.avail_actions),
+            active=jnp.where(done, reset_ts.active, ts.active),
         )
         return out_state, self._with_final(out, ts)
 

@@ -67,9 +67,9 @@ class PredatorPrey(MultiAgentEnv):
        ``episode_limit`` is a truncation.
 
     Available actions: moves that stay on the grid (moves into occupied cells are not masked), stay,
-    and catch only next to a prey; removed agents may only stay.  An unavailable action taken anyway
-    acts as stay (it cannot move the agent, leave the grid or take part in a catch), and so does an
-    out-of-range action index inside jit (outside jit the base class rejects it).
+    and catch only next to a prey; removed agents may only stay and are not ``active``.  An unavailable
+    action taken anyway acts as stay (it cannot move the agent, leave the grid or take part in a catch),
+    and so does an out-of-range action index inside jit (outside jit the base class rejects it).
 
     Observation (75 values): the 5x5 window centred on the agent, laid out [row, col, channel] with
     channels (agents, prey, unused zeros); the agent sees itself at the centre, cells outside the grid
@@ -202,6 +202,7 @@ class PredatorPrey(MultiAgentEnv):
             avail,
             reward=reward,
             terminated=(prey_left == 0) | (agents_left == 0),
+            active=state.agent_alive,
             prey_remaining=prey_left,
             agents_remaining=agents_left,
         )

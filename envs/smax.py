@@ -60,9 +60,10 @@ class SMAX(MultiAgentEnv):
     steps; jaxmarl's own time-out flag (raised one step late, at ``max_steps + 1``) is ignored.
     ``won`` is read from the state: every enemy dead and at least one ally alive.
 
-    Dead allies observe zeros and may only take action 4 (stop). Unavailable actions (anything but
-    stop for a dead unit, an attack on an enemy that is dead or out of range when the step starts) and
-    out-of-range values under ``jit`` (which ``check_actions`` cannot reject) are replaced by 4 (stop).
+    Dead allies observe zeros, may only take action 4 (stop) and are not ``active``. Unavailable
+    actions (anything but stop for a dead unit, an attack on an enemy that is dead or out of range when
+    the step starts) and out-of-range values under ``jit`` (which ``check_actions`` cannot reject) are
+    replaced by 4 (stop).
     jaxmarl alone would keep an unavailable attack for the whole step, and since one env step is
     eight world steps in which the enemy moves, a target that walks into range would be hit.
     An available attack does not fire while the weapon cools down (jaxmarl's mask ignores cooldowns).
@@ -146,6 +147,7 @@ class SMAX(MultiAgentEnv):
             reward=reward,
             terminated=jnp.logical_not(allies_alive) | jnp.logical_not(enemies_alive),
             won=allies_alive & jnp.logical_not(enemies_alive),
+            active=alive[: self.num_allies],
         )
 
     def reset_env(self, key: PRNGKey) -> tuple[Any, TimeStep]:

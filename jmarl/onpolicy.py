@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from jmarl.config import ConfigError
+from jmarl.returns import normalise
 
 RolloutCarry = tuple[Any, Any, Any, jax.Array]  # (env_state, timestep, policy carries, episode_start)
 
@@ -48,6 +49,43 @@ def completed_episode_return(traj: dict[str, jax.Array]) -> jax.Array:
     """Mean return of the episodes that ended during the rollout (0 if none did)."""
     done = traj["done"].astype(jnp.float32)
     return (traj["ep_return"] * done).sum() / jnp.maximum(done.sum(), 1.0)
+
+
+def recorded_active(active: jax.Array, enabled: bool) -> jax.Array:
+    """What a rollout records as the active agent-steps: the env's flags with ``active_masks``, else all.
+
+    The losses always average over the recorded steps, so the option changes only this record; with every
+    agent active the two settings compile to the same program and train bit for bit alike.
+    """
+    return active if enabled else jnp.ones_like(active)
+
+
+def masked_mean(x: jax.Array, active: jax.Array | None, axis: int | tuple[int, ...] | None = None,
+                keepdims: bool = False) -> jax.Array:
+    """Mean of ``x`` over the entries where ``active`` (broadcast to ``x``) holds, 0 where none does.
+
+    ``active=None`` is the plain mean. Inactive entries are selected away, not multiplied by 0, so
+    whatever they hold (even inf or nan) reaches neither the value nor the gradient; with every entry
+    active the result is the plain mean bit for bit (the same sum divided by the same count).
+    """
+    if active is None:
+        return x.mean(axis=axis, keepdims=keepdims)
+    active = jnp.broadcast_to(active, x.shape)
+    total = jnp.where(active, x, jnp.zeros_like(x)).sum(axis=axis, keepdims=keepdims)
+    count = active.sum(axis=axis, keepdims=keepdims, dtype=jnp.int32).astype(x.dtype)
+    return total / jnp.maximum(count, 1)
+
+
+def masked_normalise(x: jax.Array, active: jax.Array | None, axis: int | tuple[int, ...] | None = None,
+                     eps: float = 1e-8) -> jax.Array:
+    """Zero-mean unit-variance along ``axis`` with the statistics of the active entries only; inactive
+    entries come out as 0. ``active=None`` is :func:`jmarl.returns.normalise`."""
+    if active is None:
+        return normalise(x, axis=axis, eps=eps)
+    active = jnp.broadcast_to(active, x.shape)
+    mean = masked_mean(x, active, axis, keepdims=True)
+    std = jnp.sqrt(masked_mean(jnp.square(x - mean), active, axis, keepdims=True))
+    return jnp.where(active, (x - mean) / (std + eps), jnp.zeros_like(x))
 
 
 def update(learner: Any, state: Any) -> tuple[Any, dict[str, jax.Array]]:

@@ -13,6 +13,12 @@ IPPO-KL has the adaptive KL term only (no sqrt term, no 1/N); DPO w/o sqrt and D
 term each. By default nothing is shared: every agent has its own actor and critic (parameters
 stacked on a leading agent axis and applied with vmap), and its critic sees only its own
 observation (``centralised_critic`` and ``share_params`` are options).
+
+Every mean of the update (surrogate, KL terms, entropy, value loss, advantage normalisation, the KL
+that adapts the betas) runs over the agent-steps the rollout records as active. ``active_masks`` (off
+by default: dpo.md App. B bans MAPPO's SMAC tricks) records the env's ``TimeStep.active``, so the
+steps of agents no longer in play (a dead SMAX unit, a removed predator) drop out; the step on which
+an agent dies still counts, it acted. Off, every agent-step is recorded as active.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from jmarl import onpolicy
 from jmarl.config import CommonConfig, field
 from jmarl.evaluate import evaluate_greedy
 from jmarl.networks import ActorCritic, categorical_entropy, categorical_kl
-from jmarl.returns import gae, normalise
+from jmarl.returns import gae
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +72,8 @@ class DPOConfig(CommonConfig):
     beta_min: float = field(0.0, low=0.0, doc="clamp betas from below (author code 1e-3)")
     beta_max: float = field(1e9, low=0.0, low_open=True, doc="clamp betas from above (author code 1e3)")
     kl_floor: float = field(1e-6, low=0.0, low_open=True, doc="sqrt(KL + floor) keeps the gradient finite at KL=0")
+    active_masks: bool = field(False, doc="leave dead agents' steps out of losses, statistics and beta adaptation "
+                                          "(MAPPO's SMAC trick; off: the paper bans it)")
 
 
 # The paper's d_target per env family, and recurrence where the env is partially observable.
@@ -187,9 +195,9 @@ class DPO:
             _, _, next_values = self.apply(params, new_carries, final.obs, self.critic_inputs(final),
                                            final.avail_actions, jnp.zeros_like(start))
             out = dict(obs=ts.obs, critic_obs=self.critic_inputs(ts), avail=ts.avail_actions, reset=start,
-                       actions=actions, logp=logp, values=values, next_values=next_values,
-                       reward=next_ts.reward, terminated=next_ts.terminated, done=next_ts.done,
-                       ep_return=next_ts.info["episode_return"])
+                       active=onpolicy.recorded_active(ts.active, cfg.active_masks), actions=actions, logp=logp,
+                       values=values, next_values=next_values, reward=next_ts.reward, terminated=next_ts.terminated,
+                       done=next_ts.done, ep_return=next_ts.info["episode_return"])
             return (env_state, next_ts, new_carries, next_ts.done), out
 
         params = state.params
@@ -205,16 +213,22 @@ class DPO:
         _, (logp, values) = jax.lax.scan(step, carries0, traj)
         return logp, values
 
+    @staticmethod
+    def active(traj) -> jax.Array | None:
+        """The recorded [T, E, N] mask of the agent-steps that count; a trajectory without one counts them all."""
+        return traj.get("active")
+
     def loss(self, params, betas, carries0, traj, adv, targets):
         """Sum over agents of the negated objectives, plus the value losses; per-agent stats."""
         cfg = self.config
+        active = self.active(traj)
         logp, values = self._replay(params, carries0, traj)  # [T, E, N, A], [T, E, N]
         act = traj["actions"][..., None]
         logp_a = jnp.take_along_axis(logp, act, -1)[..., 0]
         logp_old_a = jnp.take_along_axis(traj["logp"], act, -1)[..., 0]
         ratio = jnp.exp(logp_a - logp_old_a)
         kl = categorical_kl(traj["logp"], logp)  # exact, per state: [T, E, N]
-        mean = lambda x: x.mean(axis=(0, 1))  # noqa: E731  -> per agent [N]
+        mean = lambda x: onpolicy.masked_mean(x, active, axis=(0, 1))  # noqa: E731  -> per agent [N]
         if cfg.clip > 0:
             surrogate = jnp.minimum(ratio * adv, jnp.clip(ratio, 1 - cfg.clip, 1 + cfg.clip) * adv)
         else:
@@ -231,21 +245,30 @@ class DPO:
             v_err = jnp.maximum(v_err, jnp.square(clipped - targets))
         value_loss = 0.5 * mean(v_err)
         total = jnp.sum(-objective + value_loss)
-        return total, {"value_loss": value_loss.mean(), "kl": kl.mean(), "entropy": entropy.mean()}
+        return total, {"value_loss": value_loss.mean(), "kl": onpolicy.masked_mean(kl, active),
+                       "entropy": entropy.mean()}
 
-    def adapt_betas(self, betas: jax.Array, kl_per_state: jax.Array) -> jax.Array:
-        """Eq. 21 (per agent by default): x omega above d_target*delta, / omega below d_target/delta."""
+    def adapt_betas(self, betas: jax.Array, kl_per_state: jax.Array, active: jax.Array | None = None) -> jax.Array:
+        """Eq. 21 (per agent by default): x omega above d_target*delta, / omega below d_target/delta.
+
+        With ``active`` [T, E, N] the mean KL is over each agent's active steps; an agent with none keeps
+        its betas (no evidence either way), and the shared rule averages the agents that had some.
+        """
         cfg = self.config
         if not cfg.adapt_betas:
             return betas
-        kl_mean = kl_per_state.mean(axis=(0, 1))  # [N]
-        sqrt_mean = jnp.sqrt(kl_per_state + cfg.kl_floor).mean(axis=(0, 1))
+        kl_mean = onpolicy.masked_mean(kl_per_state, active, axis=(0, 1))  # [N]
+        sqrt_mean = onpolicy.masked_mean(jnp.sqrt(kl_per_state + cfg.kl_floor), active, axis=(0, 1))
+        seen = None if active is None else active.any(axis=(0, 1))  # [N]: agents with an active step
         if cfg.beta_shared:
-            kl_mean, sqrt_mean = jnp.full_like(kl_mean, kl_mean.mean()), jnp.full_like(sqrt_mean, sqrt_mean.mean())
+            kl_mean, sqrt_mean = (jnp.full_like(m, onpolicy.masked_mean(m, seen)) for m in (kl_mean, sqrt_mean))
+            seen = None if seen is None else jnp.full_like(seen, seen.any())
         measure = jnp.stack([sqrt_mean if cfg.sqrt_target else kl_mean, kl_mean], axis=1)
         target = jnp.array([jnp.sqrt(cfg.d_target) if cfg.sqrt_target else cfg.d_target, cfg.d_target])
         factor = jnp.where(measure > target * cfg.delta, cfg.omega, jnp.where(measure < target / cfg.delta,
                                                                                1.0 / cfg.omega, 1.0))
+        if seen is not None:
+            factor = jnp.where(seen[:, None], factor, 1.0)
         new = jnp.clip(betas * factor, cfg.beta_min, cfg.beta_max)
         enabled = jnp.array([cfg.use_sqrt, cfg.use_kl], jnp.float32)
         return new * enabled
@@ -254,7 +277,8 @@ class DPO:
         cfg = self.config
         adv, targets = gae(traj["reward"][..., None], traj["values"], traj["next_values"],
                            traj["terminated"][..., None], traj["done"][..., None], cfg.gamma, cfg.gae_lambda)
-        adv = normalise(adv, axis=(0, 1))  # per agent over the batch
+        active = self.active(traj)
+        adv = onpolicy.masked_normalise(adv, active, axis=(0, 1))  # per agent over the (active) batch
         grad_fn = jax.grad(self.loss, has_aux=True)
 
         def apply_grads(params, opt_state, grads):
@@ -277,11 +301,12 @@ class DPO:
                                                                cfg.num_envs, cfg.num_minibatches, minibatch)
         logp_new, _ = self._replay(params, carries0, traj)
         kl_final = categorical_kl(traj["logp"], logp_new)
-        betas = self.adapt_betas(state.betas, kl_final)
+        betas = self.adapt_betas(state.betas, kl_final, active)
         state = state.replace(params=params, opt_state=opt_state, betas=betas, key=key,
                               update_count=state.update_count + 1)
         metrics = {k: v.mean() for k, v in stats.items()}
-        metrics.update(kl_final=kl_final.mean(), beta_sqrt=betas[:, 0].mean(), beta_kl=betas[:, 1].mean())
+        metrics.update(kl_final=onpolicy.masked_mean(kl_final, active), beta_sqrt=betas[:, 0].mean(),
+                       beta_kl=betas[:, 1].mean())
         return state, metrics
 
     def update(self, state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:

@@ -46,7 +46,12 @@ Choices where the paper (and MAPPO's defaults, which it inherits) is silent, eac
   once per update from the rollout's return targets, before the epochs;
 - the GRU is trained on whole rollouts replayed from the rollout's first carries (no data chunks);
   minibatches split the parallel envs; actor and critic have their own gradient-norm clip (10);
-- advantages are normalised over the whole batch; no active-agent masks;
+- advantages are normalised over the whole batch, and like the surrogate, entropy, value and distillation
+  losses and their statistics over the agent-steps the rollout records as active. ``active_masks`` (on:
+  MAPPO's reference code masks by default and the paper inherits its defaults) records the env's
+  ``TimeStep.active``, so the steps of agents no longer in play (dead SMAX units) drop out; the step on
+  which an agent dies still counts. Off, every agent-step is recorded as active. GAE, the virtual chain
+  and ValueNorm's statistics run over all steps, as in MAPPO's code;
 - ``ent_coef_final`` / ``ent_anneal_frac`` (off by default) anneal the entropy bonus linearly.
 
 The paper does not give its settings for the didactic games. With MAPPO's defaults (normalised
@@ -58,6 +63,7 @@ advantages in reward units with a large entropy bonus annealed to zero reproduce
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -74,7 +80,7 @@ from jmarl import onpolicy
 from jmarl.config import CommonConfig, field
 from jmarl.evaluate import evaluate_greedy
 from jmarl.networks import SMALL_HEAD, Torso, categorical_entropy
-from jmarl.returns import gae, normalise
+from jmarl.returns import gae
 
 MASKED = -1e9  # logit of an unavailable action / score of a masked attention slot
 
@@ -107,6 +113,8 @@ class TADPPOConfig(CommonConfig):
     ent_anneal_frac: float = field(1.0, low=0.0, high=1.0, low_open=True, doc="fraction of the run the anneal takes")
     max_grad_norm: float = field(10.0, low=0.0, low_open=True, doc="gradient norm clip, actor and critic each")
     norm_adv: bool = field(True, doc="normalise advantages over the batch")
+    active_masks: bool = field(True, doc="leave dead agents' steps out of the losses and the advantage statistics "
+                                         "(MAPPO's default)")
     attention: bool = field(True, doc="sequential decisions through previous-action attention (False = MAPPO)")
     attn_heads: int = field(4, low=1, doc="attention heads N_h")
     attn_dim: int = field(4, low=1, doc="dimension D of each head's queries, keys and values")
@@ -490,7 +498,8 @@ class TADPPO:
             _, hc_next = self.critic_features(params, critic_carry, next_ts.info["final_state"],
                                               jnp.zeros_like(start))
             next_values = self.values(params, hc_next, jnp.zeros_like(actions))
-            out = dict(obs=ts.obs, state=ts.state, avail=ts.avail_actions, reset=start, actions=actions,
+            out = dict(obs=ts.obs, state=ts.state, avail=ts.avail_actions, reset=start,
+                       active=onpolicy.recorded_active(ts.active, cfg.active_masks), actions=actions,
                        logp=_take(jax.nn.log_softmax(logits), actions), values=values, next_values=next_values,
                        reward=next_ts.reward, terminated=next_ts.terminated, done=next_ts.done,
                        ep_return=next_ts.info["episode_return"])
@@ -540,17 +549,24 @@ class TADPPO:
         frac = jnp.minimum(update_count / span, 1.0)
         return cfg.ent_coef + (cfg.ent_coef_final - cfg.ent_coef) * frac
 
+    @staticmethod
+    def active(traj) -> jax.Array | None:
+        """The recorded [T, E, N] mask of the agent-steps that count; a trajectory without one counts them all."""
+        return traj.get("active")
+
     def loss(self, params, carries0, traj, adv, targets, ent_coef: float | jax.Array | None = None):
-        """PPO-clip surrogate, entropy bonus, clipped Huber value loss (normalised targets), distillation."""
+        """PPO-clip surrogate, entropy bonus, clipped Huber value loss (normalised targets), distillation;
+        each a mean over the recorded active agent-steps."""
         cfg = self.config
         ent_coef = cfg.ent_coef if ent_coef is None else ent_coef
+        mean = functools.partial(onpolicy.masked_mean, active=self.active(traj))
         logits, distill_logits, values = self.replay(params, carries0, traj)
         logp = jax.nn.log_softmax(logits)
         log_ratio = _take(logp, traj["actions"]) - traj["logp"]
         ratio = jnp.exp(log_ratio)
         surrogate = jnp.minimum(ratio * adv, jnp.clip(ratio, 1 - cfg.clip, 1 + cfg.clip) * adv)
-        policy_loss = -surrogate.mean()
-        entropy = categorical_entropy(logp).mean()
+        policy_loss = -mean(surrogate)
+        entropy = mean(categorical_entropy(logp))
         value_err = lambda pred: (optax.huber_loss(pred, targets, delta=cfg.huber_delta) if cfg.huber_delta > 0  # noqa: E731
                                   else 0.5 * jnp.square(pred - targets))
         value_loss = value_err(values)
@@ -558,14 +574,14 @@ class TADPPO:
             old = traj["values"]
             value_loss = jnp.maximum(value_loss, value_err(old + jnp.clip(values - old, -cfg.value_clip,
                                                                           cfg.value_clip)))
-        value_loss = value_loss.mean()
+        value_loss = mean(value_loss)
         total = policy_loss - ent_coef * entropy + cfg.value_coef * value_loss
         stats = {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy,
-                 "approx_kl": ((ratio - 1) - log_ratio).mean(),
-                 "clip_frac": (jnp.abs(ratio - 1) > cfg.clip).mean()}
+                 "approx_kl": mean((ratio - 1) - log_ratio),
+                 "clip_frac": mean((jnp.abs(ratio - 1) > cfg.clip).astype(jnp.float32))}
         if self.sequential:
             target = traj["distill_actions"] if cfg.distill_target == "greedy" else traj["actions"]
-            distill_loss = -_take(jax.nn.log_softmax(distill_logits), target).mean()
+            distill_loss = -mean(_take(jax.nn.log_softmax(distill_logits), target))
             total = total + cfg.distill_coef * distill_loss
             stats["distill_loss"] = distill_loss
         return total, stats
@@ -578,7 +594,7 @@ class TADPPO:
             value_norm = value_norm.update(targets, cfg.value_norm_beta)
             targets = value_norm.normalize(targets)
         if cfg.norm_adv:
-            adv = normalise(adv)
+            adv = onpolicy.masked_normalise(adv, self.active(traj))
         grad_fn = jax.grad(self.loss, has_aux=True)
         ent_coef = self.entropy_coef(state.update_count)
 
