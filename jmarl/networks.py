@@ -1,8 +1,9 @@
 """Flax modules shared by the algorithms.
 
 Initialisers avoid ``orthogonal()``: under a vmap over seeds on CPU its batched QR can deadlock
-XLA's intra-op pool (seen with jax 0.10). Hidden layers use LeCun-normal (Flax's default); policy
-heads a small-scale variance-scaling init so that initial policies are close to uniform.
+XLA's intra-op pool (seen with jax 0.10). Hidden layers use LeCun-normal (Flax's default), GRU cells
+:func:`gru_cell` (Flax's GRUCell defaults to an orthogonal recurrent kernel); policy heads a
+small-scale variance-scaling init so that initial policies are close to uniform.
 """
 
 from __future__ import annotations
@@ -12,6 +13,12 @@ import jax
 import jax.numpy as jnp
 
 SMALL_HEAD = nn.initializers.variance_scaling(0.01, "fan_in", "truncated_normal")
+
+
+def gru_cell(hidden_dim: int) -> nn.GRUCell:
+    """Flax's GRU cell with a LeCun-normal recurrent kernel in place of its default orthogonal one,
+    whose QR hung 32-seed SMAX training on CPU (tests/test_no_qr.py keeps QR out of every init)."""
+    return nn.GRUCell(hidden_dim, recurrent_kernel_init=nn.initializers.lecun_normal())
 
 
 class Torso(nn.Module):
@@ -32,7 +39,7 @@ class Torso(nn.Module):
         for i in range(self.num_layers):
             if self.recurrent and i == 1:
                 carry = jnp.where(reset[..., None], jnp.zeros_like(carry), carry)
-                carry, x = nn.GRUCell(self.hidden_dim)(carry, x)
+                carry, x = gru_cell(self.hidden_dim)(carry, x)
             else:
                 x = nn.relu(nn.Dense(self.hidden_dim)(x))
                 if self.layer_norm:

@@ -34,8 +34,8 @@ gradient step.
 
 The agent network is pymarl2's: input = raw observation + one-hot of the agent's previous action (zeros
 at an episode's first step) + one-hot agent id, Dense(64) + ReLU, GRU(64), linear head to the actions.
-Its GRU uses a LeCun-normal recurrent kernel (Flax's default orthogonal one can deadlock XLA:CPU under
-a vmap over seeds). pymarl2's Adam (eps 1e-8) and global gradient-norm clip (10) are the optimiser.
+Its GRU is :func:`jmarl.networks.gru_cell` (a LeCun-normal recurrent kernel: Flax's default orthogonal
+one can deadlock XLA:CPU under a vmap over seeds). pymarl2's Adam (eps 1e-8) and global gradient-norm clip (10) are the optimiser.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ import envs
 from jmarl import replay
 from jmarl.config import CommonConfig, ConfigError, field
 from jmarl.evaluate import evaluate_greedy
+from jmarl.networks import gru_cell
 
 NEG = -1e9  # Q of an unavailable action when taking maxima
 
@@ -110,7 +111,7 @@ class AgentQNetwork(nn.Module):
     def __call__(self, carry: jax.Array, x: jax.Array, reset: jax.Array) -> tuple[jax.Array, jax.Array]:
         carry = jnp.where(reset[..., None], jnp.zeros_like(carry), carry)
         x = nn.relu(nn.Dense(self.hidden_dim)(x))
-        carry, h = nn.GRUCell(self.hidden_dim, recurrent_kernel_init=nn.initializers.lecun_normal())(carry, x)
+        carry, h = gru_cell(self.hidden_dim)(carry, x)
         return carry, nn.Dense(self.num_actions)(h)
 
 
