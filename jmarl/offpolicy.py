@@ -35,7 +35,8 @@ gradient step.
 The agent network is pymarl2's: input = raw observation + one-hot of the agent's previous action (zeros
 at an episode's first step) + one-hot agent id, Dense(64) + ReLU, GRU(64), linear head to the actions.
 Its GRU is :func:`jmarl.networks.gru_cell` (a LeCun-normal recurrent kernel: Flax's default orthogonal
-one can deadlock XLA:CPU under a vmap over seeds). pymarl2's Adam (eps 1e-8) and global gradient-norm clip (10) are the optimiser.
+one can deadlock XLA:CPU under a vmap over seeds). pymarl2's Adam (eps 1e-8) and global gradient-norm
+clip (10) are the optimiser.
 """
 
 from __future__ import annotations
