@@ -112,6 +112,12 @@ def main() -> None:
                 row["overrides"] = overrides
                 new_rows.append(row)
                 print(json.dumps(row), flush=True)
+                table = write_results(new_rows)  # after every row: an interrupted sweep keeps what it measured
+    print(table)
+
+
+def write_results(new_rows: list[dict]) -> str:
+    """Merge ``new_rows`` into benchmarks/results/train_throughput.{json,md}; returns the markdown table."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     meta = {"jax": jax.__version__, "backend": jax.default_backend(), "devices": str(jax.devices())}
     rows = merge_rows(RESULTS / "train_throughput.json", new_rows)
@@ -130,7 +136,7 @@ def main() -> None:
     (RESULTS / "train_throughput.md").write_text(
         f"Training env-steps/s (whole chunks: collect + learn + eval), jax {jax.__version__}, "
         f"{jax.default_backend()}.\n\n" + table)
-    print(table)
+    return table
 
 
 def parse_number(text: str):
