@@ -17,10 +17,9 @@ env throughput of the same env at the same batch (num_envs x seeds copies, rando
 comparison that machine load affects less than absolute numbers (``vs_peer.by_raw_ratio``).
 
 ``breakdown`` (one seed) times the rollout alone and the learning alone on its rollout, sets the
-learning's arithmetic rate against a chain of matmuls of the peer's size measured in the same process,
-and for a feed-forward DPO-family learner times the learning with the rollout replayed in one batched
-pass (``BatchedReplayDPO``, the fix it points to). ``--profile`` adds each XLA kernel kind's share of
-one learning call. The findings in the results md are written from these numbers.
+learning's arithmetic rate against a chain of matmuls of the peer's size measured in the same process.
+``--profile`` adds each XLA kernel kind's share of one learning call. The findings in the results md are
+written from these numbers.
 
 JSON (``peer_comparison.json``): ``{"meta": {...}, "cases": [case, ...]}``; each case has ``name, algo,
 env, seeds, updates, overrides, work, peer_work, macs, compile_s, train_steps_per_s, train_cpu_steps_per_s,
@@ -206,9 +205,9 @@ MAPPO_DIFFS = (
     "constant learning rate vs linear annealing: no change in work",
 )
 
-FF_FIX = ("replay a feed-forward network's rollout in one batched pass in the learner (DPO._replay scans over time "
-          "whether or not the network is recurrent; the batched variant above gives the same update). Where the "
-          "rollout is then mostly the env step itself (compare rollout and env alone), more parallel envs or seeds "
+FF_FIX = ("the learner already replays a feed-forward rollout in one batched pass (a scan over time cost 2.6x "
+          "the learning time); what is left is the arithmetic rate above. Where the rollout is mostly the env "
+          "step itself (compare rollout and env alone), more parallel envs or seeds "
           "per program raise the env's throughput (benchmarks/results/env_throughput.md); that is a different "
           "work setting from the peer's.")
 GRU_FIX = ("less work first: an option for one torso shared by actor and critic as the peer has (it removes the "
@@ -286,21 +285,6 @@ def work_settings(algo: Any, config: Any) -> dict[str, Any]:
             "shared_across_agents": bool(getattr(config, "share_params", True))}
 
 
-class BatchedReplayDPO(DPO):
-    """The learner with one change, to measure a fix: a feed-forward network carries nothing from step to
-    step, so the rollout can be replayed in one batched pass over all T x E samples instead of a scan
-    over time (the learner scans whether or not the network is recurrent). Diagnostic only."""
-
-    def _replay(self, params, carries0, traj):
-        steps, num_envs = traj["obs"].shape[:2]
-        flat = {k: traj[k].reshape((steps * num_envs,) + traj[k].shape[2:])
-                for k in ("obs", "critic_obs", "avail", "reset")}
-        _, logits, values = self.apply(params, self.init_carries(steps * num_envs), flat["obs"], flat["critic_obs"],
-                                       flat["avail"], flat["reset"])
-        unflat = lambda x: x.reshape((steps, num_envs) + x.shape[1:])  # noqa: E731
-        return unflat(jax.nn.log_softmax(logits)), unflat(values)
-
-
 def matmul_reference(rows: int, hidden: int, flop: float = 2e9) -> float:
     """GFLOP per CPU-second of a chain of ``[rows, hidden] @ [hidden, hidden]`` products (about ``flop`` in
     all, best of five calls): what this machine gives, now, matmuls of the size the peer's network
@@ -350,8 +334,7 @@ def profile_ops(fn, args: tuple, top: int = 8) -> dict[str, float]:
 def breakdown(algo: Any, state: Any, raw_steps_per_s: float, macs: dict[str, int], reps: int,
               profile: bool) -> dict[str, Any]:
     """Where one update's time goes (one seed): the rollout alone and the learning alone on its rollout,
-    the arithmetic rate of learning against a matmul reference and, for a feed-forward DPO-family learner,
-    the learning with the rollout replayed in one batched pass (``BatchedReplayDPO``)."""
+    and the arithmetic rate of learning against a matmul reference."""
     cfg = algo.config
     one = jax.tree.map(lambda x: x[:1], state)
     collect, _ = compile_timed(jax.vmap(algo.collect), one)
@@ -364,13 +347,6 @@ def breakdown(algo: Any, state: Any, raw_steps_per_s: float, macs: dict[str, int
            "learn_per_gradient_step_ms": 1e3 * learn_s / (cfg.epochs * cfg.num_minibatches),
            "learn_gflops_per_cpu_s": 2 * macs["learn"] / learn_cpu / 1e9,
            "matmul_reference_gflops_per_cpu_s": matmul_reference(reference_rows(algo), cfg.hidden_dim)}
-    if isinstance(algo, DPO) and not cfg.recurrent:
-        batched = BatchedReplayDPO(cfg)
-        learn_b, _ = compile_timed(jax.vmap(batched.learn), after, one.carries, traj)
-        learned_b, wall, cpu = timed(learn_b, (after, one.carries, traj), max(reps, 3))
-        diff = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), learned[0].params, learned_b[0].params)
-        out.update(learn_batched_replay_ms=1e3 * wall, learn_batched_replay_cpu_ms=1e3 * cpu,
-                   batched_replay_max_param_diff=max(jax.tree.leaves(diff)))
     if profile:
         out["learn_profile"] = profile_ops(learn, (after, one.carries, traj))
     return out
@@ -493,16 +469,14 @@ def markdown(rows: list[dict], meta: dict) -> str:
     if detailed:
         out += ["\n## Where one update's time goes (one seed)\n",
                 "| case | rollout ms (CPU) | env alone ms | learning ms (CPU) | per gradient step ms "
-                "| learning GFLOP per CPU-s | matmul reference | learning, batched replay ms (CPU) |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|"]
+                "| learning GFLOP per CPU-s | matmul reference |",
+                "|---|---:|---:|---:|---:|---:|---:|"]
         for r in detailed:
             b = r["breakdown"]
-            batched = (f"{b['learn_batched_replay_ms']:,.0f} ({b['learn_batched_replay_cpu_ms']:,.0f})"
-                       if "learn_batched_replay_ms" in b else "n/a (recurrent)")
             out.append(f"| {r['name']} | {b['collect_ms']:,.0f} ({b['collect_cpu_ms']:,.0f}) | "
                        f"{b['env_in_collect_ms']:,.0f} | {b['learn_ms']:,.0f} ({b['learn_cpu_ms']:,.0f}) | "
                        f"{b['learn_per_gradient_step_ms']:,.1f} | {b['learn_gflops_per_cpu_s']:.0f} | "
-                       f"{b['matmul_reference_gflops_per_cpu_s']:.0f} | {batched} |")
+                       f"{b['matmul_reference_gflops_per_cpu_s']:.0f} |")
         out += ["\n## Findings\n"] + [findings(r, meta["cpus"]) for r in detailed]
     out.append("\n## Differences that remain at equal settings\n")
     for r in rows:
@@ -543,12 +517,6 @@ def findings(r: dict, cpus: int) -> str:
     if "learn_profile" in b:
         top = ", ".join(f"{k} {v:.0%}" for k, v in list(b["learn_profile"].items())[:5])
         text += f" Profile of one learning call (share of kernel time): {top}."
-    if "learn_batched_replay_ms" in b:
-        text += (f" Replaying the rollout in one batched pass instead of a scan over time (possible because the "
-                 f"network is feed-forward) takes learning from {b['learn_ms']:,.0f} to "
-                 f"{b['learn_batched_replay_ms']:,.0f} ms (CPU {b['learn_cpu_ms']:,.0f} to "
-                 f"{b['learn_batched_replay_cpu_ms']:,.0f} ms) with the same parameters after the update (largest "
-                 f"difference {b['batched_replay_max_param_diff']:.0e}).")
     return text + f" What would fix it: {CASES[r['name']].fix}"
 
 
