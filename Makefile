@@ -15,7 +15,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -n 2 -q
+	$(PY) -m pytest -n 2 -q --dist loadscope --durations=20
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -n 2 -q -m slow

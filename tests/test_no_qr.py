@@ -40,7 +40,16 @@ def test_the_check_sees_flax_default_gru():
     assert init_primitives(init) & QR_PRIMITIVES
 
 
-@pytest.mark.parametrize("algo", jmarl.algorithm_names())
+# one algorithm per set of networks: the baselines are configurations of these (same modules, other flags)
+NETWORK_FAMILIES = ("dpo", "mappo", "tad_ppo", "qmix", "remix", "lan")
+
+
+def test_the_families_cover_every_learner_class():
+    classes = {jmarl.ALGORITHMS[name][0] for name in jmarl.algorithm_names()}
+    assert {jmarl.ALGORITHMS[name][0] for name in NETWORK_FAMILIES} == classes
+
+
+@pytest.mark.parametrize("algo", NETWORK_FAMILIES)
 def test_init_has_no_qr(algo):
     learner = jmarl.make_algorithm(jmarl.make_config(algo, "smax_3m"))  # SMAX: every learner has a GRU
     found = init_primitives(learner.init)

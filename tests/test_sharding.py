@@ -4,8 +4,8 @@ One subprocess, because the device count is fixed when jax starts. Six seeds on 
 padded to eight (two runs per device); the single-device reference computes its six runs in blocks
 of two. Both sides use ``vmap_block=2``, so every run is computed by the same vectorised group of two,
 and every device runs the single-device executable (jmarl/program.py): the train states, metrics and
-results files must be identical, floats included. A run of the default path (a plain vmap over a
-device's runs) shows the layout; a checkpoint written from the padded, sharded state holds the six
+results files must be identical, floats included. The seed keys as the runner places them show the
+layout (two runs on each device); a checkpoint written from the padded, sharded state holds the six
 real runs.
 """
 
@@ -25,7 +25,7 @@ SCRIPT = textwrap.dedent("""
     import jax
     import numpy as np
     import jmarl
-    from jmarl import devices, program, runner
+    from jmarl import devices, runner
 
     out = sys.argv[1]
     assert len(jax.devices()) == 4, jax.devices()
@@ -34,10 +34,10 @@ SCRIPT = textwrap.dedent("""
     quiet = dict(log=lambda line: None, plots=False)
     runner.run(config, seeds=6, out_dir=out + "/d4", devices=4, vmap_block=2, **quiet)
     runner.run(config, seeds=6, out_dir=out + "/d1", devices=1, vmap_block=2, **quiet)
-    prog = program.compile_program(config, (), 6, 4, None)
-    keys = devices.put_runs(devices.pad_runs((np.asarray(runner.seed_keys(0, 6)), {}), prog.padded), prog.mesh)
-    leaf = jax.tree.leaves(prog.init(*keys).params)[0]
-    print(json.dumps({"padded": prog.padded, "devices": len(leaf.sharding.device_set),
+    mesh = devices.make_mesh(4)
+    padded = devices.padded_size(6, mesh)
+    leaf = devices.put_runs(devices.pad_runs(np.asarray(runner.seed_keys(0, 6)), padded), mesh)
+    print(json.dumps({"padded": padded, "devices": len(leaf.sharding.device_set),
                       "shard_rows": leaf.addressable_shards[0].data.shape[0]}))
     for name in ("d4", "d1"):
         _, state, _, _ = runner.load_checkpoint(out + "/" + name)
