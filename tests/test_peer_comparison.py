@@ -2,7 +2,8 @@
 
 The smoke run is a subprocess because the benchmark registers a 3-agent simple spread under its own
 name, which must not leak into other tests that list the registered envs. XLA's backend optimisation is
-turned down for it: the run checks the pipeline and its bookkeeping, not speed.
+turned down for it: the run checks the pipeline and its bookkeeping, not speed. The smoke run is `slow`
+(make test-slow); the work settings and findings are checked in the fast suite.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def positive_finite(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
 
 
+@pytest.mark.slow  # a benchmark smoke run in a subprocess (about 30 s)
 def test_quick_json_has_the_documented_keys_and_positive_finite_numbers(quick_run):
     result, _ = quick_run
     assert result["meta"]["quick"] is True
@@ -60,6 +62,7 @@ def test_quick_json_has_the_documented_keys_and_positive_finite_numbers(quick_ru
     assert all(positive_finite(x) for x in numbers), numbers
 
 
+@pytest.mark.slow  # a benchmark smoke run in a subprocess (about 30 s)
 def test_quick_work_settings_are_the_ones_claimed(quick_run):
     (case,) = quick_run[0]["cases"]
     w = case["work"]
@@ -71,6 +74,7 @@ def test_quick_work_settings_are_the_ones_claimed(quick_run):
     assert (w["hidden_dim"], w["num_layers"], w["recurrent"], w["shared_across_agents"]) == (64, 2, False, True)
 
 
+@pytest.mark.slow  # a benchmark smoke run in a subprocess (about 30 s)
 def test_quick_multiply_adds_match_hand_counts(quick_run):
     m = quick_run[0]["cases"][0]["macs"]
     # ours: obs 18 + agent id 3 = 21 inputs; actor 21*64 + 64*64 + 64*5, critic 21*64 + 64*64 + 64*1
@@ -85,6 +89,7 @@ def test_quick_multiply_adds_match_hand_counts(quick_run):
     assert m["ours_per_update"]["rollout"] == agent_steps * (11264 + 5504)
 
 
+@pytest.mark.slow  # a benchmark smoke run in a subprocess (about 30 s)
 def test_quick_ratios_follow_from_the_measured_numbers(quick_run):
     result, md = quick_run
     (case,) = result["cases"]
