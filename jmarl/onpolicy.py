@@ -60,6 +60,11 @@ def recorded_active(active: jax.Array, enabled: bool) -> jax.Array:
     return active if enabled else jnp.ones_like(active)
 
 
+def active_steps(traj: dict[str, jax.Array]) -> jax.Array | None:
+    """The recorded [T, E, N] mask of the agent-steps that count; a trajectory without one counts them all."""
+    return traj.get("active")
+
+
 def masked_mean(x: jax.Array, active: jax.Array | None, axis: int | tuple[int, ...] | None = None,
                 keepdims: bool = False) -> jax.Array:
     """Mean of ``x`` over the entries where ``active`` (broadcast to ``x``) holds, 0 where none does.

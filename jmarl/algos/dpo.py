@@ -224,15 +224,10 @@ class DPO:
         _, (logp, values) = jax.lax.scan(step, carries0, traj)
         return logp, values
 
-    @staticmethod
-    def active(traj) -> jax.Array | None:
-        """The recorded [T, E, N] mask of the agent-steps that count; a trajectory without one counts them all."""
-        return traj.get("active")
-
     def loss(self, params, betas, carries0, traj, adv, targets):
         """Sum over agents of the negated objectives, plus the value losses; per-agent stats."""
         cfg = self.config
-        active = self.active(traj)
+        active = onpolicy.active_steps(traj)
         logp, values = self._replay(params, carries0, traj)  # [T, E, N, A], [T, E, N]
         act = traj["actions"][..., None]
         logp_a = jnp.take_along_axis(logp, act, -1)[..., 0]
@@ -288,7 +283,7 @@ class DPO:
         cfg = self.config
         adv, targets = gae(traj["reward"][..., None], traj["values"], traj["next_values"],
                            traj["terminated"][..., None], traj["done"][..., None], cfg.gamma, cfg.gae_lambda)
-        active = self.active(traj)
+        active = onpolicy.active_steps(traj)
         adv = onpolicy.masked_normalise(adv, active, axis=(0, 1))  # per agent over the (active) batch
         grad_fn = jax.grad(self.loss, has_aux=True)
 

@@ -549,17 +549,12 @@ class TADPPO:
         frac = jnp.minimum(update_count / span, 1.0)
         return cfg.ent_coef + (cfg.ent_coef_final - cfg.ent_coef) * frac
 
-    @staticmethod
-    def active(traj) -> jax.Array | None:
-        """The recorded [T, E, N] mask of the agent-steps that count; a trajectory without one counts them all."""
-        return traj.get("active")
-
     def loss(self, params, carries0, traj, adv, targets, ent_coef: float | jax.Array | None = None):
         """PPO-clip surrogate, entropy bonus, clipped Huber value loss (normalised targets), distillation;
         each a mean over the recorded active agent-steps."""
         cfg = self.config
         ent_coef = cfg.ent_coef if ent_coef is None else ent_coef
-        mean = functools.partial(onpolicy.masked_mean, active=self.active(traj))
+        mean = functools.partial(onpolicy.masked_mean, active=onpolicy.active_steps(traj))
         logits, distill_logits, values = self.replay(params, carries0, traj)
         logp = jax.nn.log_softmax(logits)
         log_ratio = _take(logp, traj["actions"]) - traj["logp"]
@@ -594,7 +589,7 @@ class TADPPO:
             value_norm = value_norm.update(targets, cfg.value_norm_beta)
             targets = value_norm.normalize(targets)
         if cfg.norm_adv:
-            adv = onpolicy.masked_normalise(adv, self.active(traj))
+            adv = onpolicy.masked_normalise(adv, onpolicy.active_steps(traj))
         grad_fn = jax.grad(self.loss, has_aux=True)
         ent_coef = self.entropy_coef(state.update_count)
 
