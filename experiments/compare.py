@@ -31,6 +31,7 @@ import jmarl  # noqa: E402
 from experiments import presets  # noqa: E402
 from jmarl.checkpoint import CheckpointError  # noqa: E402
 from jmarl.config import ConfigError, parse_value  # noqa: E402
+from jmarl.memory import use_more_device_memory  # noqa: E402
 from jmarl.registry import config_class  # noqa: E402
 from jmarl.results import read_rows  # noqa: E402
 from jmarl.runner import read_run, run  # noqa: E402
@@ -169,6 +170,7 @@ def resolve(args: argparse.Namespace) -> tuple[str, list[str], int, dict[str, di
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    use_more_device_memory()
     try:
         out = Path(args.out)
         if bool(args.algos or args.preset) == bool(args.runs):

@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 from jmarl import sweep as sw  # noqa: E402
 from jmarl.checkpoint import CheckpointError  # noqa: E402
 from jmarl.config import ConfigError, validate  # noqa: E402
+from jmarl.memory import use_more_device_memory  # noqa: E402
 from jmarl.policy import export_policy, load_policy, require_greedy_policy  # noqa: E402
 from jmarl.registry import make_algorithm  # noqa: E402
 from jmarl.results import bootstrap_ci, eval_keys  # noqa: E402
@@ -97,6 +98,7 @@ def pick_run(meta: dict, traced: dict, seed: int, point: str | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    use_more_device_memory()
     try:
         if args.episodes is not None and args.episodes < 1:
             raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")

@@ -9,7 +9,13 @@
 Invalid input (unknown algorithm, env or hyperparameter, bad value, a budget below one update, an
 env the algorithm cannot be built on) exits with code 2 and a one-line message before anything is
 compiled. ``--check`` does every check and prints the resolved config, sweep, run options and plan
-as JSON without compiling.
+as JSON without compiling, with the memory plan (state per run, device memory, runs per device at
+once).
+
+Memory: the runs' train state is set against what a device can give before compiling; runs that do
+not fit at once train in groups (one line says so), a single run that does not fit exits 2 naming the
+settings that shrink it. ``XLA_PYTHON_CLIENT_MEM_FRACTION`` defaults to 0.92 here (jax's own default
+is 0.75); a value in the environment is kept. ``JMARL_DEVICE_MEMORY=12GiB`` plans for less.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import jmarl  # noqa: E402
 from experiments import presets  # noqa: E402
 from jmarl.checkpoint import CheckpointError  # noqa: E402
 from jmarl.config import ConfigError, parse_value, suggest  # noqa: E402
+from jmarl.memory import use_more_device_memory  # noqa: E402
 from jmarl.registry import check_run, config_class  # noqa: E402
 from jmarl.runner import MAX_SEED, RunOptions, read_run, run, run_options  # noqa: E402
 
@@ -181,7 +188,10 @@ def resolve_resume(args: argparse.Namespace):
 
 def check(args: argparse.Namespace, parser: Parser) -> int:
     """``--check``: every check a run makes before compiling; the resolved run as JSON on stdout."""
+    import jax
+
     from jmarl import sweep as sw
+    from jmarl.program import plan_memory
     from jmarl.runner import _check_no_checkpoints
 
     try:
@@ -192,6 +202,10 @@ def check(args: argparse.Namespace, parser: Parser) -> int:
         if args.out is not None and args.resume is None:
             for point, _ in programs:
                 _check_no_checkpoints(Path(args.out) / sw.point_name(point) if point else Path(args.out))
+        runs = opts.seeds * len(sw.grid(traced))
+        devices = opts.devices if opts.devices is not None else len(jax.devices())
+        memory = [plan_memory(dataclasses.replace(config, **point), tuple(traced), runs, devices, opts.vmap_block)
+                  for point, _ in programs]
     except (ConfigError, CheckpointError) as err:
         parser.error(str(err))
     report = {
@@ -203,6 +217,10 @@ def check(args: argparse.Namespace, parser: Parser) -> int:
         "programs": [{"point": point, "steps_per_update": p.steps_per_update, "updates_per_chunk": p.updates_per_chunk,
                       "num_chunks": p.num_chunks, "total_updates": p.total_updates, "planned_env_steps": p.total_steps}
                      for point, p in programs],
+        "memory": [{"line": m.line(), "per_run_gib": m.per_run / 2**30, "runs_per_device": m.per_device,
+                    "group_gib": m.group_bytes / 2**30, "available_gib": m.available / 2**30,
+                    "available_from": m.source, "runs_per_device_at_once": m.group, "groups": m.groups,
+                    "vmap_block": m.block, "warning": m.warning} for m in memory],
     }
     print(json.dumps(report, indent=1))
     return 0
@@ -222,6 +240,7 @@ def default_out(config) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    use_more_device_memory()
     if args.check:
         return check(args, parser)
     from jmarl.devices import initialize_distributed

@@ -1,19 +1,25 @@
-"""One compiled training program over the run axis: init and chunk, split over devices.
+"""One compiled training program over the run axis: init and chunk, split over devices and, when
+they do not fit at once, into groups.
 
 The run axis holds traced sweep points x seeds (run r = point r // seeds, seed r % seeds), padded
 to a multiple of the device count. Every device runs the same single-device executable on its own
 contiguous block of runs (runs never talk to each other, so there is no communication): a ``vmap``
-over its runs, or with ``vmap_block`` B a ``lax.map`` over blocks of B vmapped runs, which bounds
-memory (a replay buffer per run, many runs per device). Calls are dispatched to all devices
-asynchronously, so the devices work at the same time, and the outputs are joined into global arrays
-split along the run axis (zero-copy), which is what checkpoints and results read.
+over its runs, or with ``vmap_block`` B a ``lax.map`` over blocks of B vmapped runs, which bounds the
+program's temporaries (activations of the gradient steps), not the train state. Calls are dispatched
+to all devices asynchronously, so the devices work at the same time, and the outputs are joined into
+global arrays split along the run axis (zero-copy), which is what checkpoints and results read.
+
+The memory plan (jmarl/memory.py) decides before compiling whether a device holds all its runs' state;
+when it does not, the program is compiled for a *group* of runs per device and :class:`Groups` trains
+the groups one after another, each group's state waiting in host memory (NumPy) between its turns.
 
 Why single-device executables rather than one SPMD program (``shard_map``): XLA compiles a
 multi-device program through the SPMD pipeline, which orders some floating-point operations
 differently, so a run's floats drifted from its single-device result in the last bits. With the
 same executable on every device, a run's results are bitwise equal whatever the device count, as
 long as the vectorised group is the same: the same ``vmap_block`` dividing every device's runs
-(tests/test_sharding.py). The cost is one compilation per local device, done in parallel threads.
+(tests/test_sharding.py), and a grouped run equals an ungrouped one with ``vmap_block`` = the group
+(tests/test_memory_plan.py). The cost is one compilation per local device, done in parallel threads.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import jax
 import numpy as np
 
 from jmarl import devices as dev
+from jmarl import memory
 from jmarl import sweep as sw
 from jmarl.config import ConfigError, field_types
 from jmarl.core import Plan, make_chunk, plan
@@ -37,7 +44,10 @@ from jmarl.registry import make_algorithm
 
 @dataclasses.dataclass(frozen=True)
 class Program:
-    """Compiled ``init(keys, hparams)`` and ``chunk(state, hparams)`` (which donates ``state``)."""
+    """Compiled ``init(keys, hparams)`` and ``chunk(state, hparams)`` (which donates ``state``).
+
+    ``put`` places host inputs (NumPy, the padded run axis first) where ``init`` and ``chunk`` take
+    them: global arrays split over the devices, or, for a grouped program, host memory as they are."""
 
     algo: Any
     plan: Plan
@@ -48,6 +58,18 @@ class Program:
     chunk: Callable
     abstract_state: Any
     compile_s: float
+    memory: memory.MemoryPlan
+
+    @property
+    def grouped(self) -> bool:
+        return self.memory.groups > 1
+
+    def put(self, host_tree: Any) -> Any:
+        if not self.grouped:
+            return dev.put_runs(host_tree, self.mesh)
+        # a grouped chunk writes each group's new state into these arrays: they must be writable
+        return jax.tree.map(lambda x: x if isinstance(x, np.ndarray) and x.flags.writeable else np.array(x),
+                            host_tree)
 
 
 def hparam_dtype(config: Any, key: str) -> Any:
@@ -104,16 +126,38 @@ def check_block(block: int | None) -> None:
         raise ConfigError(f"--vmap-block must be >= 1 runs, got {block}")
 
 
-@functools.lru_cache(maxsize=8)
-def compile_program(config: Any, traced: tuple[str, ...], runs: int, num_devices: int,
-                    block: int | None = None) -> Program:
-    """Compile (cached per process) the program of ``runs`` runs of ``config`` with ``traced`` keys."""
-    check_block(block)
-    algo = make_algorithm(config)
+class Groups:
+    """A :class:`PerDevice` program of one group's runs, called on each group in turn over host state.
+
+    Arguments and results are NumPy trees over the whole padded run axis; group g is the slice
+    ``[g * size, (g + 1) * size)``, put on the devices for its turn and fetched back after it. With
+    ``in_place`` the first argument's arrays receive the first result (a chunk's train state, so the
+    host holds one copy of it); otherwise results are gathered into new arrays."""
+
+    def __init__(self, fn: PerDevice, size: int, groups: int, in_place: bool = False):
+        self.fn, self.size, self.groups, self.in_place = fn, size, groups, in_place
+
+    def __call__(self, *args: Any) -> Any:
+        parts = []
+        for g in range(self.groups):
+            rows = slice(g * self.size, (g + 1) * self.size)
+            out = dev.fetch(self.fn(*dev.put_runs(jax.tree.map(lambda x, r=rows: x[r], args), self.fn.mesh)))
+            if self.in_place:
+                jax.tree.map(lambda dst, src, r=rows: np.copyto(dst[r], src), args[0], out[0])
+                out = (None,) + tuple(out[1:])
+            parts.append(out)
+        joined = jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
+        return (args[0],) + tuple(joined[1:]) if self.in_place else joined
+
+
+def _compile(algo: Any, config: Any, traced: tuple[str, ...], mesh: Any, mp: memory.MemoryPlan) -> Program:
+    """The programs of one memory plan: all of a device's runs at once, or one group at a time."""
     p = plan(algo)
-    mesh = dev.make_mesh(num_devices)
-    padded = dev.padded_size(runs, mesh)
+    size = mp.devices * mp.group  # runs on the devices at once
     rows = dev.run_sharding(mesh)
+    # A grouped program maps over blocks even without --vmap-block (one block of the whole group), so that its
+    # results equal those of an ungrouped run with --vmap-block = the group, bit for bit.
+    block = mp.block if mp.block is not None else (mp.group if mp.groups > 1 else None)
 
     def init_one(key, hparams):
         return sw.bind(algo, hparams).init(key)
@@ -121,18 +165,62 @@ def compile_program(config: Any, traced: tuple[str, ...], runs: int, num_devices
     def chunk_one(state, hparams):
         return make_chunk(sw.bind(algo, hparams), p.updates_per_chunk)(state)
 
-    keys = jax.ShapeDtypeStruct((padded, 2), np.uint32, sharding=rows)
-    hp = {k: jax.ShapeDtypeStruct((padded,), hparam_dtype(config, k), sharding=rows) for k in traced}
+    keys = jax.ShapeDtypeStruct((size, 2), np.uint32, sharding=rows)
+    hp = {k: jax.ShapeDtypeStruct((size,), hparam_dtype(config, k), sharding=rows) for k in traced}
     t0 = time.perf_counter()
     init = PerDevice(per_run_map(init_one, block), mesh, (keys, hp))
-    abstract = init.out_info
-    chunk = PerDevice(per_run_map(chunk_one, block), mesh, (abstract, hp), donate_first=True)
-    return Program(algo, p, mesh, runs, padded, init, chunk, abstract, time.perf_counter() - t0)
+    chunk = PerDevice(per_run_map(chunk_one, block), mesh, (init.out_info, hp), donate_first=True)
+    compile_s = time.perf_counter() - t0
+    mp = dataclasses.replace(mp, compiled=memory.analysis(chunk.executables[0]))
+    if mp.groups == 1:
+        return Program(algo, p, mesh, mp.runs, mp.padded, init, chunk, init.out_info, compile_s, mp)
+    whole = jax.tree.map(lambda x: jax.ShapeDtypeStruct((mp.padded,) + x.shape[1:], x.dtype), init.out_info)
+    return Program(algo, p, mesh, mp.runs, mp.padded, Groups(init, size, mp.groups),
+                   Groups(chunk, size, mp.groups, in_place=True), whole, compile_s, mp)
+
+
+def plan_memory(config: Any, traced: tuple[str, ...], runs: int, num_devices: int, block: int | None = None,
+                algo: Any = None) -> memory.MemoryPlan:
+    """The memory plan of ``runs`` runs from the train state's shapes alone (nothing compiled)."""
+    check_block(block)
+    dev.make_mesh(num_devices)  # raises if out of range
+    per_run = memory.tree_bytes(_abstract_state(algo or make_algorithm(config), traced, 1))
+    return memory.plan(config, per_run, runs, num_devices, block)
+
+
+@functools.lru_cache(maxsize=8)
+def compile_program(config: Any, traced: tuple[str, ...], runs: int, num_devices: int,
+                    block: int | None = None) -> Program:
+    """Plan the memory of ``runs`` runs of ``config`` with ``traced`` keys and compile (cached per process).
+
+    Raises :class:`jmarl.memory.OutOfMemory` when one run (or one ``block``) cannot fit a device: before
+    compiling when its state alone does not, after when the compiled chunk's temporaries do not."""
+    algo = make_algorithm(config)
+    mp = plan_memory(config, traced, runs, num_devices, block, algo)
+    mesh = dev.make_mesh(num_devices)
+    total_s = 0.0
+    while True:
+        if mp.groups > 1 and jax.process_count() > 1:
+            raise memory.OutOfMemory(f"{mp.line()}: training in groups through host memory runs in one process; "
+                                     f"with several hosts, give each run less memory "
+                                     f"({memory.shrink_hints(config)}) or use more devices")
+        prog = _compile(algo, config, traced, mesh, mp)
+        total_s += prog.compile_s
+        smaller = memory.refine(prog.memory, prog.memory.compiled)
+        if smaller is None:
+            break
+        mp = dataclasses.replace(smaller, compiled=None)
+    memory.check_fits(config, prog.memory)
+    return dataclasses.replace(prog, compile_s=total_s)
 
 
 def abstract_state(config: Any, traced: tuple[str, ...], runs: int) -> Any:
     """Shapes and dtypes of the train state of ``runs`` runs (traced, nothing compiled)."""
-    algo = make_algorithm(config)
+    return _abstract_state(make_algorithm(config), traced, runs)
+
+
+def _abstract_state(algo: Any, traced: tuple[str, ...], runs: int) -> Any:
+    config = algo.config
     keys = jax.ShapeDtypeStruct((runs, 2), np.uint32)
     hp = {k: jax.ShapeDtypeStruct((runs,), hparam_dtype(config, k)) for k in traced}
     return jax.eval_shape(jax.vmap(lambda k, h: sw.bind(algo, h).init(k)), keys, hp)

@@ -13,7 +13,8 @@ Layout (C = capacity, T = episode limit, a leading capacity axis, one episode pe
   observation *after* step ``t``: for the last step of an episode that is the terminal/truncation
   observation (``info["final_obs"]`` etc. of the auto-reset env), so bootstrapping a truncated last step
   reads ``obs[t+1]``.
-- ``actions [C, T, N]`` int32, ``reward [C, T]`` float32, ``terminated [C, T]`` bool and
+- ``actions [C, T, N]`` in the narrowest integer type that holds the action count (int8 for fewer than
+  128 actions; :func:`action_dtype`), ``reward [C, T]`` float32, ``terminated [C, T]`` bool and
   ``mask [C, T]`` bool (step t is a real step), plus ``complete [C]`` (the slot holds a finished episode).
 
 Only the env's raw observations are stored: last-action and agent-id one-hots are rebuilt from the
@@ -27,7 +28,10 @@ Slots still being written by another env are skipped by the pointer, so an episo
 reallocated whatever the capacity (>= 2 x num_envs; the pointer looks 2 x num_envs slots ahead, of
 which at most num_envs are busy).
 
-Sampling draws episodes uniformly *with replacement* among complete slots.
+Sampling draws episodes uniformly *with replacement* among complete slots: a uniform rank among the
+complete slots, found by a binary search of their running count, so sampling needs O(C) memory (a
+categorical draw over the slots would make ``batch_size x C`` random numbers, which under a vmap over
+many seeds rivals the buffer itself).
 """
 
 from __future__ import annotations
@@ -66,7 +70,7 @@ class Episodes:
     obs: jax.Array  # [B, T+1, N, obs_dim]
     state: jax.Array  # [B, T+1, S]
     avail: jax.Array  # [B, T+1, N, A] bool
-    actions: jax.Array  # [B, T, N] int32
+    actions: jax.Array  # [B, T, N] int32 (stored narrower)
     reward: jax.Array  # [B, T]
     terminated: jax.Array  # [B, T] bool
     mask: jax.Array  # [B, T] bool
@@ -99,11 +103,20 @@ class EpisodeBuffer:
         return jnp.sum(self.complete, axis=-1, dtype=jnp.int32)
 
 
+def action_dtype(num_actions: int) -> Any:
+    """The narrowest signed integer type that holds actions 0..num_actions-1."""
+    for dtype in (jnp.int8, jnp.int16):
+        if num_actions <= np.iinfo(dtype).max:
+            return dtype
+    return jnp.int32
+
+
 def bytes_per_episode(spec: EnvSpec, dtype: str = "float32") -> int:
     """Memory of one slot: what ``capacity x`` this costs per seed."""
     t, n, a = spec.episode_limit, spec.num_agents, spec.num_actions
     item = np.dtype(DTYPES[dtype]).itemsize
-    return (t + 1) * (n * spec.obs_dim + spec.state_dim) * item + (t + 1) * n * a + t * n * 4 + t * (4 + 1 + 1) + 1
+    action = np.dtype(action_dtype(a)).itemsize
+    return (t + 1) * (n * spec.obs_dim + spec.state_dim) * item + (t + 1) * n * a + t * n * action + t * (4 + 1 + 1) + 1
 
 
 def init_buffer(spec: EnvSpec, capacity: int, num_envs: int, dtype: str = "float32") -> EpisodeBuffer:
@@ -117,7 +130,7 @@ def init_buffer(spec: EnvSpec, capacity: int, num_envs: int, dtype: str = "float
         obs=jnp.zeros((c, t + 1, n, spec.obs_dim), fdt),
         state=jnp.zeros((c, t + 1, spec.state_dim), fdt),
         avail=jnp.zeros((c, t + 1, n, a), bool),
-        actions=jnp.zeros((c, t, n), jnp.int32),
+        actions=jnp.zeros((c, t, n), action_dtype(a)),
         reward=jnp.zeros((c, t), jnp.float32),
         terminated=jnp.zeros((c, t), bool),
         mask=jnp.zeros((c, t), bool),
@@ -171,7 +184,7 @@ def add_step(
         obs=buf.obs.at[slot, row].set(enc(obs)).at[slot, row + 1].set(enc(next_obs)),
         state=buf.state.at[slot, row].set(enc(state)).at[slot, row + 1].set(enc(next_state)),
         avail=buf.avail.at[slot, row].set(avail).at[slot, row + 1].set(next_avail),
-        actions=buf.actions.at[slot, row].set(actions.astype(jnp.int32)),
+        actions=buf.actions.at[slot, row].set(actions.astype(buf.actions.dtype)),
         reward=buf.reward.at[slot, row].set(reward.astype(jnp.float32)),
         terminated=buf.terminated.at[slot, row].set(terminated),
         mask=buf.mask.at[slot, row].set(True),
@@ -192,14 +205,16 @@ def add_step(
 def sample(buf: EpisodeBuffer, key: jax.Array, batch_size: int) -> Episodes:
     """``batch_size`` complete episodes drawn uniformly with replacement (any slots when none is
     complete: the caller must not learn from that batch)."""
-    logits = jnp.where(buf.complete, 0.0, -jnp.inf)
-    idx = jax.random.categorical(key, logits, shape=(batch_size,))
+    ranks = jnp.cumsum(buf.complete, dtype=jnp.int32)  # complete slots up to and including each slot
+    count = jnp.maximum(ranks[-1], 1)
+    draw = jax.random.randint(key, (batch_size,), 0, count, dtype=jnp.int32)  # the draw-th complete slot
+    idx = jnp.minimum(jnp.searchsorted(ranks, draw + 1, side="left"), buf.capacity - 1)
     take = lambda x: jnp.take(x, idx, axis=0)  # noqa: E731
     return Episodes(
         obs=_decode(take(buf.obs)),
         state=_decode(take(buf.state)),
         avail=take(buf.avail),
-        actions=take(buf.actions),
+        actions=take(buf.actions).astype(jnp.int32),
         reward=take(buf.reward),
         terminated=take(buf.terminated),
         mask=take(buf.mask),
@@ -213,7 +228,7 @@ def episode(buf: EpisodeBuffer, slot: int) -> dict[str, Any]:
         "obs": np.asarray(_decode(buf.obs[slot, : length + 1])),
         "state": np.asarray(_decode(buf.state[slot, : length + 1])),
         "avail": np.asarray(buf.avail[slot, : length + 1]),
-        "actions": np.asarray(buf.actions[slot, :length]),
+        "actions": np.asarray(buf.actions[slot, :length]).astype(np.int32),
         "reward": np.asarray(buf.reward[slot, :length]),
         "terminated": np.asarray(buf.terminated[slot, :length]),
         "length": length,

@@ -32,6 +32,7 @@ Stopping early, between chunks:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import importlib.metadata
@@ -42,7 +43,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ import jax
 import numpy as np
 
 from jmarl import devices as dev
+from jmarl import memory
 from jmarl import sweep as sw
 from jmarl.checkpoint import (
     Checkpoints,
@@ -385,6 +387,9 @@ def _run_program(config: Any, traced: dict[str, tuple], out: Path | None, opts: 
         ckpt.check_identity(ckpt.record(latest), identity, latest)
     num_devices = opts.devices if opts.devices is not None else len(jax.devices())
     prog = compile_program(config, tuple(traced), runs, num_devices, opts.vmap_block)
+    if prog.memory.warning:
+        log(prog.memory.warning)
+    log(prog.memory.line())
     p, main = prog.plan, dev.is_main_process()
     steps_per_chunk = p.updates_per_chunk * p.steps_per_update
     every = checkpoint_chunks(p, opts.checkpoint_every)
@@ -393,7 +398,7 @@ def _run_program(config: Any, traced: dict[str, tuple], out: Path | None, opts: 
     keys = np.asarray(jax.device_get(seed_keys(opts.base_seed, seeds)))
     host_inputs = dev.pad_runs((np.tile(keys, (len(points), 1)), sw.hparam_arrays(config, points, seeds)),
                                prog.padded)
-    keys_in, hparams = dev.put_runs(host_inputs, prog.mesh)
+    keys_in, hparams = prog.put(host_inputs)
     done, state = 0, None
     if resuming:
         state, record = _restore(ckpt, prog, identity)
@@ -401,7 +406,7 @@ def _run_program(config: Any, traced: dict[str, tuple], out: Path | None, opts: 
         log(f"resumed from {ckpt.directory} at chunk {done}/{p.num_chunks} ({done * steps_per_chunk:,} env steps "
             f"per run)")
         if replay_omitted(record):
-            fresh = prog.init(dev.put_runs(restart_keys(host_inputs[0], done), prog.mesh), hparams)
+            fresh = prog.init(prog.put(restart_keys(host_inputs[0], done)), hparams)
             state = with_fresh_replay(state, fresh)
             del fresh
             log(_no_replay_message(config, done, opts.checkpoint_replay))
@@ -410,7 +415,8 @@ def _run_program(config: Any, traced: dict[str, tuple], out: Path | None, opts: 
     if main and out is not None:
         _prepare_files(config, out, leaf, points, opts, p, traced, done * steps_per_chunk if resuming else None)
     if state is None:
-        state = prog.init(keys_in, hparams)
+        with _device_memory(config, prog):
+            state = prog.init(keys_in, hparams)
     if ckpt is not None and not opts.checkpoint_replay and has_replay(prog.abstract_state):
         log("checkpoints leave the replay buffer out (--no-checkpoint-replay): a run resumed from one starts "
             "with an empty buffer and will differ from an uninterrupted run")
@@ -425,8 +431,11 @@ def _run_program(config: Any, traced: dict[str, tuple], out: Path | None, opts: 
     try:
         with stop:
             for i in range(done, p.num_chunks):
-                state, metrics = prog.chunk(state, hparams)
-                metrics = dev.fetch(metrics)
+                with _device_memory(config, prog):
+                    state, metrics = prog.chunk(state, hparams)
+                    metrics = dev.fetch(metrics)
+                if i == done:
+                    memory.write_report(prog.memory, {"compile_s": prog.compile_s})
                 bad = first_nonfinite(metrics, runs)
                 if bad is not None:  # before any row or checkpoint of this chunk
                     raise _nonfinite_error(config, points, seeds, p, i, bad, ckpt)
@@ -441,6 +450,8 @@ def _run_program(config: Any, traced: dict[str, tuple], out: Path | None, opts: 
                 stopping = stop.signum is not None
                 if ckpt is not None and (i + 1 == p.num_chunks or (i + 1) % every == 0 or stopping):
                     _save(ckpt, prog, state, i + 1, identity, flat[0]["env_steps"], opts.checkpoint_replay)
+                    if prog.grouped:
+                        ckpt.wait()  # the next chunk rewrites the host state in place
                 if stopping:
                     if ckpt is not None:
                         ckpt.wait()  # a second SIGINT here aborts (KeyboardInterrupt)
@@ -479,11 +490,23 @@ def _restore(ckpt: Checkpoints, prog: Program, identity: dict) -> tuple[Any, dic
     abstract = prog.abstract_state
     if replay_omitted(ckpt.record()):
         abstract = without_replay(abstract)
-    if prog.padded == prog.runs:
+    if prog.padded == prog.runs and not prog.grouped:
         return ckpt.restore(abstract, expect=identity)
     host = jax.tree.map(lambda x: np.zeros((prog.runs,) + x.shape[1:], x.dtype), abstract)
     state, record = ckpt.restore(host, expect=identity)
-    return dev.put_runs(dev.pad_runs(state, prog.padded), prog.mesh), record
+    return prog.put(dev.pad_runs(state, prog.padded)), record
+
+
+@contextlib.contextmanager
+def _device_memory(config: Any, prog: Program) -> Iterator[None]:
+    """XLA's out-of-memory error inside the block becomes :class:`jmarl.memory.OutOfMemory` (one line)."""
+    try:
+        yield
+    except jax.errors.JaxRuntimeError as err:
+        oom = memory.out_of_memory(err, config, prog.memory)
+        if oom is None:
+            raise
+        raise oom from None
 
 
 def restart_keys(keys: np.ndarray, chunks_done: int) -> np.ndarray:
