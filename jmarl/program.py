@@ -129,25 +129,39 @@ def check_block(block: int | None) -> None:
 class Groups:
     """A :class:`PerDevice` program of one group's runs, called on each group in turn over host state.
 
-    Arguments and results are NumPy trees over the whole padded run axis; group g is the slice
-    ``[g * size, (g + 1) * size)``, put on the devices for its turn and fetched back after it. With
-    ``in_place`` the first argument's arrays receive the first result (a chunk's train state, so the
-    host holds one copy of it); otherwise results are gathered into new arrays."""
+    Arguments are NumPy trees over the whole padded run axis; group g is the slice
+    ``[g * size, (g + 1) * size)``, put on the devices for its turn. The train state it returns (the
+    whole result of ``init``; the first of ``chunk``'s, whose other results are small and gathered)
+    is copied into host arrays one run at a time, so the host holds one copy of every run's state plus
+    one run's largest array: with ``in_place`` the first argument's arrays (the chunk's state), else
+    new arrays of ``whole``'s shapes."""
 
-    def __init__(self, fn: PerDevice, size: int, groups: int, in_place: bool = False):
-        self.fn, self.size, self.groups, self.in_place = fn, size, groups, in_place
+    def __init__(self, fn: PerDevice, size: int, groups: int, whole: Any, in_place: bool = False):
+        self.fn, self.size, self.groups, self.whole, self.in_place = fn, size, groups, whole, in_place
 
     def __call__(self, *args: Any) -> Any:
-        parts = []
+        dest = args[0] if self.in_place else jax.tree.map(lambda a: np.empty(a.shape, a.dtype), self.whole)
+        rest = []
         for g in range(self.groups):
             rows = slice(g * self.size, (g + 1) * self.size)
-            out = dev.fetch(self.fn(*dev.put_runs(jax.tree.map(lambda x, r=rows: x[r], args), self.fn.mesh)))
-            if self.in_place:
-                jax.tree.map(lambda dst, src, r=rows: np.copyto(dst[r], src), args[0], out[0])
-                out = (None,) + tuple(out[1:])
-            parts.append(out)
-        joined = jax.tree.map(lambda *xs: np.concatenate(xs), *parts)
-        return (args[0],) + tuple(joined[1:]) if self.in_place else joined
+            result = self.fn(*dev.put_runs(jax.tree.map(lambda x, r=rows: x[r], args), self.fn.mesh))
+            state, others = (result[0], result[1:]) if self.in_place else (result, ())
+            del result
+            jax.tree.map(lambda d, x, r=rows: copy_runs(d[r], x), dest, state)
+            del state  # frees this group's device memory before the next group is put
+            rest.append(dev.fetch(others))
+        if not self.in_place:
+            return dest
+        return (dest,) + tuple(jax.tree.map(lambda *xs: np.concatenate(xs), *rest))
+
+
+def copy_runs(dst: np.ndarray, x: jax.Array, whole_below: int = 2**28) -> None:
+    """Device array -> host rows ``dst``: whole when small, else one run at a time (bounded host memory)."""
+    if x.nbytes <= whole_below:
+        np.copyto(dst, np.asarray(jax.device_get(x)))
+        return
+    for r in range(x.shape[0]):
+        np.copyto(dst[r], np.asarray(jax.device_get(x[r])))
 
 
 def _compile(algo: Any, config: Any, traced: tuple[str, ...], mesh: Any, mp: memory.MemoryPlan) -> Program:
@@ -175,8 +189,8 @@ def _compile(algo: Any, config: Any, traced: tuple[str, ...], mesh: Any, mp: mem
     if mp.groups == 1:
         return Program(algo, p, mesh, mp.runs, mp.padded, init, chunk, init.out_info, compile_s, mp)
     whole = jax.tree.map(lambda x: jax.ShapeDtypeStruct((mp.padded,) + x.shape[1:], x.dtype), init.out_info)
-    return Program(algo, p, mesh, mp.runs, mp.padded, Groups(init, size, mp.groups),
-                   Groups(chunk, size, mp.groups, in_place=True), whole, compile_s, mp)
+    return Program(algo, p, mesh, mp.runs, mp.padded, Groups(init, size, mp.groups, whole),
+                   Groups(chunk, size, mp.groups, whole, in_place=True), whole, compile_s, mp)
 
 
 def plan_memory(config: Any, traced: tuple[str, ...], runs: int, num_devices: int, block: int | None = None,

@@ -434,8 +434,7 @@ def _run_program(config: Any, traced: dict[str, tuple], out: Path | None, opts: 
                 with _device_memory(config, prog):
                     state, metrics = prog.chunk(state, hparams)
                     metrics = dev.fetch(metrics)
-                if i == done:
-                    memory.write_report(prog.memory, {"compile_s": prog.compile_s})
+                memory.write_report(prog.memory, {"compile_s": prog.compile_s, "chunks_done": i + 1})
                 bad = first_nonfinite(metrics, runs)
                 if bad is not None:  # before any row or checkpoint of this chunk
                     raise _nonfinite_error(config, points, seeds, p, i, bad, ckpt)

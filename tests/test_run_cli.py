@@ -2,6 +2,7 @@
 files, and combines presets with the command line."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -170,9 +171,11 @@ def test_without_out_results_go_to_a_fresh_runs_directory(tmp_path, monkeypatch,
 
 
 def test_check_prints_only_json_on_stdout_even_for_jaxmarl_envs():
-    """jaxmarl prints when imported; --check's stdout must stay machine-readable (the plan of the headline run)."""
+    """jaxmarl prints when imported; --check's stdout must stay machine-readable (the plan of the headline run,
+    on a device of 80 GiB: the 112 GiB of its 32 replay buffers fit no CPU test machine)."""
+    env = {**os.environ, "JMARL_DEVICE_MEMORY": "80GiB"}
     proc = subprocess.run(RUN + ["--algo", "lan", "--env", "smax_3s5z", "--seeds", "32", "--check"],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(proc.stdout)
     assert report["config"]["total_steps"] == 2_000_000 and report["runs_per_program"] == 32
