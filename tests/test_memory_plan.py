@@ -86,60 +86,62 @@ def test_state_bytes_by_hand():
                         abs_tol=0.01)
 
 
-# A value learner whose state is mostly replay (a big buffer of one-step episodes) and that compiles fast.
+# A value learner whose state is mostly replay (a big buffer of one-step episodes) and that compiles fast:
+# 16 updates of 4 env steps, 8 chunks of 2 updates, a checkpoint every 2 chunks.
 GROUPED = dict(buffer_size=20_000, batch_size=8, hidden_dim=8, num_envs=4, eval_every=2, eval_episodes=4,
                total_steps=64)
+EVERY = dict(plots=False, checkpoint_every=4)
 
 
-def test_grouped_run_equals_vmap_block(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def grouped_runs(tmp_path_factory):
+    """Four seeds: vectorised two by two on one device (--vmap-block 2, no limit); in two groups of two under
+    a device limit; and in groups again, interrupted after chunk 3 (checkpointed at chunk 2) and resumed."""
+    base = tmp_path_factory.mktemp("grouped")
     config = jmarl.make_config("vdn", "matrix_qtran", **GROUPED)
     per_run = memory.tree_bytes(abstract_state(config, (), 1))
-    quiet = dict(plots=False, checkpoint_every=2)
-    runner.run(config, seeds=4, out_dir=tmp_path / "whole", vmap_block=2, log=lambda line: None, **quiet)
-    monkeypatch.setenv(memory.LIMIT_VARIABLE, str(int(2.8 * per_run)))  # 0.9 x 2.8 = 2.52 runs' state: 2 fit
     jmarl.program.compile_program.cache_clear()
+    runner.run(config, seeds=4, out_dir=base / "whole", vmap_block=2, log=lambda line: None, **EVERY)
     lines = []
-    runner.run(config, seeds=4, out_dir=tmp_path / "grouped", log=lines.append, **quiet)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(memory.LIMIT_VARIABLE, str(int(2.8 * per_run)))  # 0.9 x 2.8 = 2.52 runs' state: 2 fit
+        runner.run(config, seeds=4, out_dir=base / "grouped", log=lines.append, **EVERY)
+        progress = []
+
+        def interrupt_after_three(line):
+            if line.startswith("["):
+                progress.append(line)
+                if len(progress) == 3:
+                    raise KeyError("stop")
+
+        with pytest.raises(KeyError):
+            runner.run(config, seeds=4, out_dir=base / "cut", log=interrupt_after_three, **EVERY)
+        runner.run(config, seeds=4, out_dir=base / "cut", resume=True, log=lines.append, **EVERY)
     jmarl.program.compile_program.cache_clear()
-    assert any("2 groups of 2 run(s) per device" in line for line in lines), lines
+    return base, lines
+
+
+def same_results(a, b):
     for name in ("metrics.jsonl", "metrics.csv", "summary.json"):
-        assert (tmp_path / "whole" / name).read_text() == (tmp_path / "grouped" / name).read_text()
-    (_, a, _, _), (_, b, _, _) = (runner.load_checkpoint(tmp_path / d) for d in ("whole", "grouped"))
-    leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
-    assert len(leaves_a) == len(leaves_b) > 10
-    for x, y in zip(leaves_a, leaves_b, strict=True):
-        assert x.shape[0] == 4
-        np.testing.assert_array_equal(x, y)  # replay, params, optimiser, env states: bit for bit
+        assert (a / name).read_text() == (b / name).read_text()
+    (_, x, _, _), (_, y, _, _) = (runner.load_checkpoint(d) for d in (a, b))
+    leaves_x, leaves_y = jax.tree.leaves(x), jax.tree.leaves(y)
+    assert len(leaves_x) == len(leaves_y) > 10
+    for u, v in zip(leaves_x, leaves_y, strict=True):
+        assert u.shape[0] == 4
+        np.testing.assert_array_equal(u, v)  # replay, params, optimiser, env states: bit for bit
 
 
-def test_grouped_run_resumes_exactly(tmp_path, monkeypatch):
-    """Groups of one run: interrupted after chunk 3 (checkpointed at chunk 2), resumed, it ends bit for bit
-    like the uninterrupted grouped run."""
-    config = jmarl.make_config("vdn", "matrix_qtran", **GROUPED)
-    per_run = memory.tree_bytes(abstract_state(config, (), 1))
-    monkeypatch.setenv(memory.LIMIT_VARIABLE, str(int(1.5 * per_run)))  # one run per group
-    jmarl.program.compile_program.cache_clear()
-    every = dict(plots=False, checkpoint_every=4)  # 2 chunks of 2 updates
-    runner.run(config, seeds=2, out_dir=tmp_path / "full", log=lambda line: None, **every)
-    progress = []
+def test_grouped_run_equals_vmap_block(grouped_runs):
+    base, lines = grouped_runs
+    assert any("2 groups of 2 run(s) per device" in line for line in lines), lines
+    same_results(base / "whole", base / "grouped")
 
-    def interrupt_after_three(line):
-        if line.startswith("["):
-            progress.append(line)
-            if len(progress) == 3:
-                raise KeyError("stop")
 
-    with pytest.raises(KeyError):
-        runner.run(config, seeds=2, out_dir=tmp_path / "cut", log=interrupt_after_three, **every)
-    lines = []
-    runner.run(config, seeds=2, out_dir=tmp_path / "cut", resume=True, log=lines.append, **every)
-    jmarl.program.compile_program.cache_clear()
-    assert any("resumed" in line and "at chunk 2/8" in line for line in lines)
-    assert any("2 groups of 1 run(s)" in line for line in lines)
-    assert (tmp_path / "full" / "metrics.jsonl").read_text() == (tmp_path / "cut" / "metrics.jsonl").read_text()
-    (_, a, _, _), (_, b, _, _) = (runner.load_checkpoint(tmp_path / d) for d in ("full", "cut"))
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_array_equal(x, y)
+def test_grouped_run_resumes_exactly(grouped_runs):
+    base, lines = grouped_runs
+    assert any("resumed" in line and "at chunk 2/8" in line for line in lines), lines
+    same_results(base / "grouped", base / "cut")
 
 
 def test_one_run_too_big_exits_before_compiling(monkeypatch, capsys):
