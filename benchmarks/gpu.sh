@@ -271,7 +271,7 @@ run_step headline 200 60 env JMARL_MEMORY_REPORT="$OUT/headline_memory.json" \
     "$PY" experiments/run.py "${HEADLINE[@]}" --no-plots --no-checkpoints --out "$OUT/headline_run"
 
 # a2. the headline run as an 80 GiB card would plan it (JMARL_DEVICE_MEMORY: 0.92 x 80 GiB): groups through
-# host memory, 2 chunks
+# host memory, 1 chunk
 if ((TINY)); then
     LIMIT=$("$PY" -c 'import jmarl; from jmarl.program import abstract_state; from jmarl.memory import tree_bytes
 c = jmarl.make_config("lan", "smax_3m", buffer_size=2000, batch_size=8, eval_episodes=4, eval_every=2)
@@ -279,7 +279,7 @@ print(int(1.5 * tree_bytes(abstract_state(c, (), 1))))' 2>/dev/null)
     GROUPED=("${HEADLINE[@]}" --set buffer_size=2000)  # state, not temporaries, is most of a run
 else
     LIMIT=73.6GiB
-    GROUPED=(--algo lan --env smax_3s5z --seeds 32 --total-steps 20000)
+    GROUPED=(--algo lan --env smax_3s5z --seeds 32 --total-steps 10000)
 fi
 run_step grouped 180 120 env JMARL_DEVICE_MEMORY="$LIMIT" JMARL_MEMORY_REPORT="$OUT/grouped_memory.json" \
     "$PY" experiments/run.py "${GROUPED[@]}" --no-plots --no-checkpoints --out "$OUT/grouped_run"
