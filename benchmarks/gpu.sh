@@ -258,12 +258,14 @@ ours() {  # ours NAME TIMEOUT NEEDS ALGO ARGS...
 if ((TINY)); then
     HEADLINE=(--algo lan --env smax_3m --seeds 2 --total-steps 400 --set buffer_size=64 --set batch_size=8
               --set eval_episodes=4 --set eval_every=2)
-    U1=1 U32=1 UQ=1 PEER_ENVS=(--envs 4) PEER_QENVS=(--envs 2) SEEDS32=2
+    # (the peer's MAPPO vmapped over 2 seeds stalls on jax 0.10.2's CPU backend: the program never
+    # completes, no thread busy; it ran on jax 0.11.2: its multi-seed step runs 1 seed here)
+    U1=1 U32=1 UQ=1 PEER_ENVS=(--envs 4) PEER_QENVS=(--envs 2) SEEDS32=2 PEER_SEEDS32=1
 else
     # 3 chunks of 50 updates x 200 env steps; no checkpoints: with the replay buffers they would be over
     # 100 GiB (the disk has 64) and come back in OUTDIR
     HEADLINE=(--algo lan --env smax_3s5z --seeds 32 --total-steps 30000)
-    U1=10 U32=4 UQ=16 PEER_ENVS=() PEER_QENVS=() SEEDS32=32
+    U1=10 U32=4 UQ=16 PEER_ENVS=() PEER_QENVS=() SEEDS32=32 PEER_SEEDS32=32
 fi
 
 # a. the headline run (the runner writes its memory report where JMARL_MEMORY_REPORT says)
@@ -285,24 +287,24 @@ run_step grouped 180 120 env JMARL_DEVICE_MEMORY="$LIMIT" JMARL_MEMORY_REPORT="$
     "$PY" experiments/run.py "${GROUPED[@]}" --no-plots --no-checkpoints --out "$OUT/grouped_run"
 
 # b. the peer and jmarl side by side, 1 seed, smax_3m; a pair starts only when both of its steps fit
-if fits 90 peer_mappo_1 ours_mappo_1; then
-    peer peer_mappo_1 70 40 mappo_rnn_smax --map 3m --updates "$U1" --seeds 1 "${PEER_ENVS[@]}"
-    ours ours_mappo_1 70 40 mappo --updates "$U1" --seeds 1
+if fits 100 peer_mappo_1 ours_mappo_1; then
+    peer peer_mappo_1 100 45 mappo_rnn_smax --map 3m --updates "$U1" --seeds 1 "${PEER_ENVS[@]}"
+    ours ours_mappo_1 100 45 mappo --updates "$U1" --seeds 1
 fi
-if fits 90 peer_ippo_1 ours_ippo_1; then
-    peer peer_ippo_1 70 40 ippo_rnn_smax --map 3m --updates "$U1" --seeds 1 "${PEER_ENVS[@]}"
-    ours ours_ippo_1 70 40 ippo --updates "$U1" --seeds 1
+if fits 100 peer_ippo_1 ours_ippo_1; then
+    peer peer_ippo_1 100 45 ippo_rnn_smax --map 3m --updates "$U1" --seeds 1 "${PEER_ENVS[@]}"
+    ours ours_ippo_1 100 45 ippo --updates "$U1" --seeds 1
 fi
 # the peer compiles two programs here (33 + UQ updates and 33, see peer_bench.py)
-if fits 120 peer_qmix_1 ours_qmix_1; then
-    peer peer_qmix_1 110 70 qmix_rnn_smax --map 3m --updates "$UQ" --seeds 1 "${PEER_QENVS[@]}"
-    ours ours_qmix_1 80 45 qmix --updates "$UQ" --seeds 1
+if fits 150 peer_qmix_1 ours_qmix_1; then
+    peer peer_qmix_1 150 90 qmix_rnn_smax --map 3m --updates "$UQ" --seeds 1 "${PEER_QENVS[@]}"
+    ours ours_qmix_1 110 50 qmix --updates "$UQ" --seeds 1
 fi
 
 # c. while the budget lasts: MAPPO at 32 seeds
-if fits 95 peer_mappo_32 ours_mappo_32; then
-    peer peer_mappo_32 70 45 mappo_rnn_smax --map 3m --updates "$U32" --seeds "$SEEDS32" "${PEER_ENVS[@]}"
-    ours ours_mappo_32 70 45 mappo --updates "$U32" --seeds "$SEEDS32"
+if fits 110 peer_mappo_32 ours_mappo_32; then
+    peer peer_mappo_32 100 50 mappo_rnn_smax --map 3m --updates "$U32" --seeds "$PEER_SEEDS32" "${PEER_ENVS[@]}"
+    ours ours_mappo_32 100 50 mappo --updates "$U32" --seeds "$SEEDS32"
 fi
 
 # ----- summary ------------------------------------------------------------------------------------------

@@ -4,8 +4,9 @@ they do not fit at once, into groups.
 The run axis holds traced sweep points x seeds (run r = point r // seeds, seed r % seeds), padded
 to a multiple of the device count. Every device runs the same single-device executable on its own
 contiguous block of runs (runs never talk to each other, so there is no communication): a ``vmap``
-over its runs, or with ``vmap_block`` B a ``lax.map`` over blocks of B vmapped runs, which bounds the
-program's temporaries (activations of the gradient steps), not the train state. Calls are dispatched
+over its runs, or with ``vmap_block`` B a loop over blocks of B vmapped runs that writes each block's
+state in place (:func:`per_run_map`), which bounds the program's temporaries (activations of the
+gradient steps), not the train state. Calls are dispatched
 to all devices asynchronously, so the devices work at the same time, and the outputs are joined into
 global arrays split along the run axis (zero-copy), which is what checkpoints and results read.
 
@@ -32,6 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jmarl import devices as dev
@@ -76,11 +78,50 @@ def hparam_dtype(config: Any, key: str) -> Any:
     return np.float32 if field_types(type(config))[key] is float else np.int32
 
 
-def per_run_map(fn: Callable, block: int | None) -> Callable:
-    """``fn`` of one run -> a function of a device's runs (leading axis): vmap, or lax.map over blocks."""
+def per_run_map(fn: Callable, block: int | None, in_place: bool = False) -> Callable:
+    """``fn`` of one run -> a function of a device's runs (leading axis): a vmap, or with ``block`` B a loop
+    over blocks of B vmapped runs (the last block may be shorter), which bounds the temporaries.
+
+    The blocks write their results into whole-axis arrays carried by the loop (``dynamic_update_slice``,
+    in place): ``lax.map`` stacks its results into new arrays, and a chunk mapped that way held two more
+    copies of every run's train state, replay buffers included. With ``in_place`` the first argument is
+    the carried array of the first result (a chunk's donated state, read a block at a time before that
+    block is written); otherwise the results fill fresh arrays."""
+    vfn = jax.vmap(fn)
     if block is None:
-        return jax.vmap(fn)
-    return lambda *xs: jax.lax.map(lambda args: fn(*args), xs, batch_size=block)
+        return vfn
+
+    def take(tree, start, size):
+        return jax.tree.map(lambda x: jax.lax.dynamic_slice_in_dim(x, start, size, 0), tree)
+
+    def put(tree, part, start):
+        return jax.tree.map(lambda x, y: jax.lax.dynamic_update_slice_in_dim(x, y, start, 0), tree, part)
+
+    def split(out):
+        return (out[0], tuple(out[1:])) if in_place else (out, ())
+
+    def mapped(*xs):
+        n = jax.tree.leaves(xs)[0].shape[0]
+        full, rest = divmod(n, block)
+
+        def call(acc, start, size):
+            first = take(acc, start, size) if in_place else take(xs[0], start, size)
+            acc_part, others = split(vfn(first, *take(xs[1:], start, size)))
+            return put(acc, acc_part, start), others
+
+        if in_place:
+            acc = xs[0]
+        else:
+            shapes = jax.eval_shape(vfn, *take(xs, 0, min(block, n)))
+            acc = jax.tree.map(lambda s: jnp.zeros((n,) + s.shape[1:], s.dtype), shapes)
+        acc, others = jax.lax.scan(lambda a, i: call(a, i * block, block), acc, jnp.arange(full))
+        others = jax.tree.map(lambda y: y.reshape((full * block,) + y.shape[2:]), others)
+        if rest:
+            acc, tail = call(acc, full * block, rest)
+            others = jax.tree.map(lambda y, t: jnp.concatenate([y, t]), others, tail)
+        return (acc,) + others if in_place else acc
+
+    return mapped
 
 
 class PerDevice:
@@ -183,7 +224,7 @@ def _compile(algo: Any, config: Any, traced: tuple[str, ...], mesh: Any, mp: mem
     hp = {k: jax.ShapeDtypeStruct((size,), hparam_dtype(config, k), sharding=rows) for k in traced}
     t0 = time.perf_counter()
     init = PerDevice(per_run_map(init_one, block), mesh, (keys, hp))
-    chunk = PerDevice(per_run_map(chunk_one, block), mesh, (init.out_info, hp), donate_first=True)
+    chunk = PerDevice(per_run_map(chunk_one, block, in_place=True), mesh, (init.out_info, hp), donate_first=True)
     compile_s = time.perf_counter() - t0
     mp = dataclasses.replace(mp, compiled=memory.analysis(chunk.executables[0]))
     if mp.groups == 1:
