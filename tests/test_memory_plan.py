@@ -169,6 +169,7 @@ def test_check_prints_the_plan(monkeypatch, capsys):
     assert plan["available_from"] == memory.LIMIT_VARIABLE and "2 groups of 16" in plan["line"]
 
 
+@pytest.mark.slow  # a LAN compile (40 s); the fast suite checks the same aliasing and temporaries on VDN
 def test_lan_chunk_holds_one_copy_of_the_replay_buffer():
     """The chunk donates the train state (every argument byte aliases an output) and its temporaries are a
     small fraction of the replay buffer: no second copy of it anywhere in the program."""
