@@ -29,7 +29,9 @@ import jax
 import envs
 import jmarl
 from envs.rollout import make_random_rollout
+from jmarl.config import parse_value
 from jmarl.core import make_chunk
+from jmarl.registry import config_class
 from jmarl.runner import seed_keys
 
 RESULTS = Path(__file__).parent / "results"
@@ -97,13 +99,15 @@ def main() -> None:
     parser.add_argument("--envs", nargs="+", default=["mpe_simple_spread", "smax_3m"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 32])
     parser.add_argument("--updates", type=int, default=2, help="updates per timed chunk")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (int/float)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override, typed by the config's field (int, float, bool, str)")
     args = parser.parse_args()
-    overrides = {k: parse_number(v) for k, v in (s.split("=", 1) for s in args.set)}
+    raw_sets = [s.split("=", 1) for s in args.set]
 
     new_rows = []
     for env in args.envs:
         for algo in args.algos:
+            overrides = {k: parse_value(config_class(algo), k, v) for k, v in raw_sets}
             for seeds in args.seeds:
                 row = measure_training(algo, env, seeds, args.updates, **overrides)
                 raw = measure_raw(env, row["num_envs"] * seeds, row["num_steps"])
@@ -137,15 +141,6 @@ def write_results(new_rows: list[dict]) -> str:
         f"Training env-steps/s (whole chunks: collect + learn + eval), jax {jax.__version__}, "
         f"{jax.default_backend()}.\n\n" + table)
     return table
-
-
-def parse_number(text: str):
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 def merge_rows(path: Path, new_rows: list[dict]) -> list[dict]:
