@@ -183,7 +183,7 @@ def plan(config: Any, per_run: int, runs: int, devices: int, block: int | None,
     run's state exceeds the device, or when groups are needed and the host (``host`` bytes, default
     what it has available; not checked under ``JMARL_DEVICE_MEMORY`` unless given) cannot hold all runs'
     state between their turns. An explicit ``block`` that will not fit is kept, with a warning."""
-    avail, source = available if available is not None else device_available(jax.devices()[0])
+    avail, source = available if available is not None else device_available(jax.local_devices()[0])
     if per_run > avail:
         raise OutOfMemory(f"one run of {config.algo} on {config.env} needs {gib(per_run)} of train state; a device "
                           f"has {gib(avail)} ({source}); make it fit with {shrink_hints(config)}")
