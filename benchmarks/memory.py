@@ -61,18 +61,12 @@ def peak_rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
 
 
-def nbytes(tree) -> int:
-    import jax
-    import numpy as np
-
-    return int(sum(np.prod(x.shape, dtype=np.int64) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree)))
-
-
 def child(algo: str, env: str, overrides: dict, total_steps: int) -> dict:
     """One training run in this (fresh) process; returns its memory numbers."""
     import jax
 
     import jmarl
+    from jmarl.memory import tree_bytes
     from jmarl.program import compile_program
     from jmarl.runner import run
 
@@ -93,7 +87,7 @@ def child(algo: str, env: str, overrides: dict, total_steps: int) -> dict:
         "algo": algo, "env": env, "overrides": overrides, "total_steps": total_steps,
         "env_steps": prog.plan.total_steps, "chunks": prog.plan.num_chunks,
         "updates_per_chunk": prog.plan.updates_per_chunk, "metrics_rows": rows,
-        "metrics_bytes": nbytes(metrics_info), "state_bytes": nbytes(state_info),
+        "metrics_bytes": tree_bytes(metrics_info), "state_bytes": tree_bytes(state_info),
         "rss_imported_mib": mib(imported), "peak_compiled_mib": mib(peak_compiled),
         "peak_trained_mib": mib(peak_rss_kib()), "rss_trained_mib": mib(current_rss_kib()),
         "compile_s": round(compile_s, 1), "train_s": round(train_s, 1),

@@ -7,7 +7,7 @@ anything compiles (``jax.eval_shape``); a device gives a known number of bytes
 
 - every run of a device fits: one vectorised program holds them all (the usual case);
 - they do not: the runs are split into *groups* that fit; a chunk trains one group after another, and
-  between its turns a group's state waits in host memory (``jmarl.program.GroupedProgram``);
+  between its turns a group's state waits in host memory (``jmarl.program.Groups``);
 - a single run does not fit: :class:`OutOfMemory` (a ``ConfigError``: one line, exit 2) says what it
   needs, what the device has and which settings shrink it, before compiling.
 
@@ -91,10 +91,8 @@ def tree_bytes(tree: Any) -> int:
 
 def gib(n: float) -> str:
     """Bytes for people: GiB, or MiB / KiB for small programs."""
-    for unit, size in (("GiB", GIB), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= size or unit == "KiB":
-            return f"{n / size:.1f} {unit}" if n >= 10 * size else f"{n / size:.2f} {unit}"
-    return f"{n} B"
+    unit, size = next((u, s) for u, s in (("GiB", GIB), ("MiB", 2**20), ("KiB", 2**10)) if n >= s or u == "KiB")
+    return f"{n / size:.1f} {unit}" if n >= 10 * size else f"{n / size:.2f} {unit}"
 
 
 def shrink_hints(config: Any) -> str:

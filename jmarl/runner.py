@@ -406,7 +406,8 @@ def _run_program(config: Any, traced: dict[str, tuple], out: Path | None, opts: 
         log(f"resumed from {ckpt.directory} at chunk {done}/{p.num_chunks} ({done * steps_per_chunk:,} env steps "
             f"per run)")
         if replay_omitted(record):
-            fresh = prog.init(prog.put(restart_keys(host_inputs[0], done)), hparams)
+            with _device_memory(config, prog):
+                fresh = prog.init(prog.put(restart_keys(host_inputs[0], done)), hparams)
             state = with_fresh_replay(state, fresh)
             del fresh
             log(_no_replay_message(config, done, opts.checkpoint_replay))
