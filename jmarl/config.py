@@ -27,6 +27,7 @@ ORDERED_FIELDS = (
     ("eps_finish", "eps_start", "epsilon anneals from eps_start down to eps_finish"),
     ("batch_size", "buffer_size", "a batch is drawn from the replay buffer"),
     ("beta_min", "beta_max", "betas are clamped to [beta_min, beta_max]"),
+    ("shared_layers", "num_layers", "actor and critic share their first shared_layers layers"),
 )
 
 

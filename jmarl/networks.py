@@ -22,21 +22,25 @@ def gru_cell(hidden_dim: int) -> nn.GRUCell:
 
 
 class Torso(nn.Module):
-    """``num_layers`` Dense+ReLU layers; with ``recurrent`` the second is replaced by a GRU cell.
+    """Layers ``first``..``num_layers - 1`` of a stack of Dense+ReLU layers; with ``recurrent`` layer 1 is
+    a GRU cell. The default (``first`` 0) is the whole stack; a later ``first`` continues a trunk that
+    another Torso computed (so actor and critic can share their first layers).
 
-    Called one time step at a time: (carry [..., H], obs [..., D], reset [...]) -> (carry, features).
-    ``reset`` zeroes the carry where an episode starts, before the cell reads it.
+    Called one time step at a time: (carry [..., H], x [..., D], reset [...]) -> (carry, features).
+    ``reset`` zeroes the carry where an episode starts, before the cell reads it. The input LayerNorm
+    belongs to the torso that starts at layer 0.
     """
 
     hidden_dim: int = 128
     num_layers: int = 3
     recurrent: bool = False
     layer_norm: bool = False
+    first: int = 0
 
     @nn.compact
     def __call__(self, carry: jax.Array, obs: jax.Array, reset: jax.Array) -> tuple[jax.Array, jax.Array]:
-        x = nn.LayerNorm()(obs) if self.layer_norm else obs
-        for i in range(self.num_layers):
+        x = nn.LayerNorm()(obs) if self.layer_norm and self.first == 0 else obs
+        for i in range(self.first, self.num_layers):
             if self.recurrent and i == 1:
                 carry = jnp.where(reset[..., None], jnp.zeros_like(carry), carry)
                 carry, x = gru_cell(self.hidden_dim)(carry, x)
@@ -48,7 +52,13 @@ class Torso(nn.Module):
 
 
 class ActorCritic(nn.Module):
-    """One agent's policy and value torsos (separate parameters) behind one apply.
+    """One agent's policy and value networks behind one apply.
+
+    By default actor and critic have separate torsos (parameters ``Torso_0`` and ``Torso_1``). With
+    ``shared_layers`` k > 0 they share their first k layers (``Torso_0``, fed the actor's input; the
+    critic's input is then unused) and continue with their own layers ``Torso_1`` / ``Torso_2``, as most
+    PPO code and jaxmarl's IPPO-RNN do (k = 2: Dense and GRU). A GRU inside the shared layers keeps one
+    carry, returned in both slots of the carry pair.
 
     Returns (new carries, action logits with unavailable actions masked, value). Logits of masked
     actions are a large negative number rather than -inf so that probabilities and KLs stay finite.
@@ -59,12 +69,21 @@ class ActorCritic(nn.Module):
     num_layers: int = 3
     recurrent: bool = False
     layer_norm: bool = False
+    shared_layers: int = 0
 
     @nn.compact
     def __call__(self, carries, actor_obs, critic_obs, avail, reset):
-        torso = lambda: Torso(self.hidden_dim, self.num_layers, self.recurrent, self.layer_norm)  # noqa: E731
-        actor_carry, a = torso()(carries[0], actor_obs, reset)
-        critic_carry, c = torso()(carries[1], critic_obs, reset)
+        k = self.shared_layers
+        torso = lambda first=0, last=self.num_layers: Torso(  # noqa: E731
+            self.hidden_dim, last, self.recurrent, self.layer_norm, first)
+        if k == 0:
+            actor_carry, a = torso()(carries[0], actor_obs, reset)
+            critic_carry, c = torso()(carries[1], critic_obs, reset)
+        else:
+            gru_shared = self.recurrent and k > 1
+            carry, x = torso(0, k)(carries[0], actor_obs, reset)
+            actor_carry, a = torso(k)(carry if gru_shared else carries[0], x, reset)  # no GRU: carry passes
+            critic_carry, c = torso(k)(carry if gru_shared else carries[1], x, reset)
         logits = nn.Dense(self.num_actions, kernel_init=SMALL_HEAD)(a)
         logits = jnp.where(avail, logits, -1e9)
         value = nn.Dense(1)(c)[..., 0]

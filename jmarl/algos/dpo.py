@@ -12,7 +12,8 @@ Baselines are settings of the same learner: IPPO clips the ratio (clip=0.2) with
 IPPO-KL has the adaptive KL term only (no sqrt term, no 1/N); DPO w/o sqrt and DPO w/o kl drop one
 term each. By default nothing is shared: every agent has its own actor and critic (parameters
 stacked on a leading agent axis and applied with vmap), and its critic sees only its own
-observation (``centralised_critic`` and ``share_params`` are options).
+observation (``centralised_critic`` and ``share_params`` are options; ``shared_layers`` lets actor and
+critic share their first layers, as jaxmarl's IPPO does).
 
 Every mean of the update (surrogate, KL terms, entropy, value loss, advantage normalisation, the KL
 that adapts the betas) runs over the agent-steps the rollout records as active. ``active_masks`` (off
@@ -33,7 +34,7 @@ from flax import struct
 
 import envs
 from jmarl import onpolicy
-from jmarl.config import CommonConfig, field
+from jmarl.config import CommonConfig, ConfigError, field
 from jmarl.evaluate import evaluate_greedy
 from jmarl.networks import ActorCritic, categorical_entropy, categorical_kl
 from jmarl.returns import gae
@@ -54,6 +55,8 @@ class DPOConfig(CommonConfig):
     recurrent: bool = field(False, doc="GRU in place of the second hidden layer (partial observability)")
     layer_norm: bool = field(False, doc="LayerNorm on the input and after each hidden layer (author code)")
     share_params: bool = field(False, doc="one network for all agents (agent id appended to obs)")
+    shared_layers: int = field(0, low=0, doc="first torso layers shared by actor and critic (0 = separate "
+                                             "networks; jaxmarl's IPPO-RNN shares 2, its Dense and GRU)")
     centralised_critic: bool = field(False, doc="critics see the global state (+ agent id) instead of own obs")
     ent_coef: float = field(0.01, low=0.0)
     max_grad_norm: float = field(10.0, low=0.0, low_open=True, doc="per-agent gradient norm clip")
@@ -67,6 +70,8 @@ class DPOConfig(CommonConfig):
     delta: float = field(1.5, low=1.0, doc="tolerance factor of the beta rule")
     omega: float = field(2.0, low=1.0, doc="multiplier of the beta rule")
     adapt_betas: bool = field(True, doc="adapt betas by eq. 21 after each update")
+    final_kl: bool = field(True, doc="replay the policy after the epochs for the kl_final metric (one more "
+                                     "forward pass; always done while betas adapt, which need it)")
     beta_shared: bool = field(False, doc="one adaptation from the mean KL of all agents (author code)")
     sqrt_target: bool = field(False, doc="adapt beta1 from mean sqrt(KL) against sqrt(d_target) (author code)")
     beta_min: float = field(0.0, low=0.0, doc="clamp betas from below (author code 1e-3)")
@@ -85,7 +90,8 @@ ENV_DEFAULTS = {
 
 VARIANTS = {
     "dpo": {},
-    "ippo": {"clip": 0.2, "use_sqrt": False, "use_kl": False, "inv_n": False, "adapt_betas": False},
+    "ippo": {"clip": 0.2, "use_sqrt": False, "use_kl": False, "inv_n": False, "adapt_betas": False,
+             "final_kl": False},
     "ippo_kl": {"use_sqrt": False, "inv_n": False},
     "dpo_no_sqrt": {"use_sqrt": False},
     "dpo_no_kl": {"use_kl": False},
@@ -116,12 +122,15 @@ class DPO:
     def __init__(self, config: DPOConfig):
         self.config = config
         onpolicy.check_minibatches(config.num_envs, config.num_minibatches)
+        if config.shared_layers and config.centralised_critic:
+            raise ConfigError("shared_layers > 0 feeds the critic the actor's input through the shared layers; "
+                              "it cannot be combined with centralised_critic")
         self.env = envs.wrap(envs.make(config.env), agent_id=config.share_params)
         spec = self.env.spec
         self.n, self.num_actions = spec.num_agents, spec.num_actions
         self.steps_per_update = config.num_envs * config.num_steps
         self.net = ActorCritic(spec.num_actions, config.hidden_dim, config.num_layers, config.recurrent,
-                               config.layer_norm)
+                               config.layer_norm, config.shared_layers)
         self.tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.lr, eps=1e-5))
         # parameters: shared -> one tree (in_axes None); independent -> stacked on axis 0
         self.param_axis = None if config.share_params else 0
@@ -305,14 +314,16 @@ class DPO:
         key, k_epochs = jax.random.split(state.key)
         (params, opt_state), stats = onpolicy.minibatch_epochs(state.params, state.opt_state, k_epochs, cfg.epochs,
                                                                cfg.num_envs, cfg.num_minibatches, minibatch)
-        logp_new, _ = self._replay(params, carries0, traj)
-        kl_final = categorical_kl(traj["logp"], logp_new)
-        betas = self.adapt_betas(state.betas, kl_final, active)
+        metrics = {k: v.mean() for k, v in stats.items()}
+        betas = state.betas
+        if cfg.final_kl or cfg.adapt_betas:
+            logp_new, _ = self._replay(params, carries0, traj)
+            kl_final = categorical_kl(traj["logp"], logp_new)
+            betas = self.adapt_betas(state.betas, kl_final, active)
+            metrics["kl_final"] = onpolicy.masked_mean(kl_final, active)
+        metrics.update(beta_sqrt=betas[:, 0].mean(), beta_kl=betas[:, 1].mean())
         state = state.replace(params=params, opt_state=opt_state, betas=betas, key=key,
                               update_count=state.update_count + 1)
-        metrics = {k: v.mean() for k, v in stats.items()}
-        metrics.update(kl_final=onpolicy.masked_mean(kl_final, active), beta_sqrt=betas[:, 0].mean(),
-                       beta_kl=betas[:, 1].mean())
         return state, metrics
 
     def update(self, state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
