@@ -17,8 +17,9 @@ Rules:
 * A fusion is one kernel. Its flops are the dots, convolutions, reductions and elementwise ops inside its
   fused computation (nested fusions included); its bytes are its operands and outputs at the top level,
   except that an operand only sliced inside (``dynamic-slice``/``slice``/``gather``) reads the slices, and an
-  in-place ``dynamic-update-slice`` of an operand writes only the update (as a scan reading and writing one
-  step of a stacked array does; otherwise the bytes of a scan would grow with the square of its length).
+  in-place ``dynamic-update-slice`` or ``scatter`` into an operand writes only the update (as a scan reading
+  and writing one step of a stacked array, or a replay buffer written a row per step, does; otherwise the
+  bytes of a scan would grow with the square of its length).
 * Flops: 2*M*N*K per dot (K the product of the lhs contracting dims), 2 * output elements * kernel window
   per convolution (cuBLAS/cuDNN custom-calls on GPU included), one per output element of elementwise
   arithmetic/transcendental ops, one per input element of a reduce. The scalar ``to_apply`` computation of
@@ -56,6 +57,7 @@ NOT_KERNELS = frozenset({
     "all-reduce-done", "all-gather-done", "collective-permute-done", "copy-done", "send-done", "recv-done",
 })
 SLICING = frozenset({"dynamic-slice", "slice", "gather"})
+IN_PLACE = frozenset({"dynamic-update-slice", "scatter"})  # write into operand 0 where it stands
 
 _COMMENT = re.compile(r"/\*.*?\*/")
 _METADATA = re.compile(r'metadata=\{(?:[^{}"]|"(?:[^"\\]|\\.)*")*\}')
@@ -353,6 +355,9 @@ def _access_bytes(comp: _Comp, instr: _Instr) -> float:
         return min(out, _nbytes(shapes[0])) + sum(_nbytes(s) for s in shapes[1:]) + out
     if instr.op == "dynamic-update-slice" and len(shapes) > 1:
         return sum(_nbytes(s) for s in shapes[1:]) + _nbytes(shapes[1])
+    if instr.op == "scatter" and len(shapes) >= 3:  # in place: indices, and the updates read and written
+        k = (len(shapes) - 1) // 2
+        return _nbytes(shapes[k]) + 2 * sum(_nbytes(s) for s in shapes[k + 1:])
     return sum(_nbytes(s) for s in shapes) + out
 
 
@@ -400,10 +405,9 @@ class _Walker:
         for pname, k in params.items():
             size = _nbytes(outer[k] if k < len(outer) and outer[k] is not None else body.shapes.get(pname))
             us = users.get(pname, [])
-            if us and all(u.op in SLICING and pos == 0 for u, pos in us):
-                read += min(size, sum(_nbytes(u.shape) for u, _ in us))
-            elif us and all(u.op == "dynamic-update-slice" and pos == 0 for u, pos in us):
-                pass  # updated in place: only the update is written, below
+            if us and all(u.op in SLICING | IN_PLACE and pos == 0 for u, pos in us):
+                # slices read; an in-place update writes only its update (below) and reads nothing more
+                read += min(size, sum(_nbytes(u.shape) for u, _ in us if u.op in SLICING))
             else:
                 read += size
         root = next((i for i in body.instrs if i.root), None)
@@ -416,6 +420,8 @@ class _Walker:
                 continue
             if out.op == "dynamic-update-slice" and out.operands and out.operands[0] in params:
                 write += _nbytes(_operand_shape(body, out, 1))
+            elif out.op == "scatter" and len(out.operands) >= 3 and out.operands[0] in params:
+                write += _nbytes(_operand_shape(body, out, len(out.operands) - 1))
             else:
                 write += _nbytes(out.shape)
         return read + write

@@ -101,8 +101,9 @@ class Case:
     algo: str
     env: str
     overrides: dict[str, Any]  # ours, to the peer's work settings
-    updates: int  # timed updates per program
-    cpu_seeds: int  # the second seed count on CPU (GPU: 32)
+    updates: int  # timed updates per program on CPU
+    cpu_seeds: int  # the second seed count on CPU (GPU: 32); 1: the Q-learning cases, minutes per run on 2 cores
+    gpu_updates: int  # timed updates per program on a GPU (more: an update takes milliseconds there)
     differences: tuple[str, ...]
     q_learning: bool = False
 
@@ -137,19 +138,19 @@ QMIX_SMAX = dict(Q_SMAX, mixing_embed_dim=64, hypernet_dim=256)
 IQL_SMAX = dict(Q_SMAX, updates_per_episode=0.0, target_update_updates=0)
 
 CASES = {c.name: c for c in [
-    Case("ippo_ff_mpe", "ippo_ff_mpe", "ippo", MPE_3, IPPO_FF_MPE, 8, 8, (
+    Case("ippo_ff_mpe", "ippo_ff_mpe", "ippo", MPE_3, IPPO_FF_MPE, 8, 8, 32, (
         "ReLU (ours) vs tanh: one elementwise op per unit", ID_INPUT, MINIBATCH, BOOTSTRAP, ANNEAL)),
-    Case("ippo_rnn_smax_3m", "ippo_rnn_smax", "ippo", "smax_3m", IPPO_RNN_SMAX, 1, 2, (
+    Case("ippo_rnn_smax_3m", "ippo_rnn_smax", "ippo", "smax_3m", IPPO_RNN_SMAX, 1, 2, 8, (
         "actor and critic share Dense + GRU and have a Dense 128 each, as the peer's (shared_layers=2)",
         ID_INPUT, MINIBATCH, BOOTSTRAP, ANNEAL)),
-    Case("mappo_rnn_smax_3m", "mappo_rnn_smax", "mappo", "smax_3m", MAPPO_RNN_SMAX, 1, 2, (
+    Case("mappo_rnn_smax_3m", "mappo_rnn_smax", "mappo", "smax_3m", MAPPO_RNN_SMAX, 1, 2, 8, (
         "our mappo is TAD-PPO without attention: actor and critic each Dense, GRU, Dense, output; LayerNorm, "
         "ValueNorm and the Huber value loss off to match the peer's plain networks and loss",
         "the actor sees the agent id as well (the peer's actor does not)", MINIBATCH, BOOTSTRAP, ANNEAL)),
-    Case("qmix_rnn_smax_3m", "qmix_rnn_smax", "qmix", "smax_3m", QMIX_SMAX, 1, 2, Q_DIFFS + (
+    Case("qmix_rnn_smax_3m", "qmix_rnn_smax", "qmix", "smax_3m", QMIX_SMAX, 4, 1, 16, Q_DIFFS + (
         "ours: one-step double-Q targets (td_lambda 0) and the mixer's widths set to the peer's (64, hypernet 256)",
     ), q_learning=True),
-    Case("iql_rnn_smax_3m", "iql_rnn_smax", "iql", "smax_3m", IQL_SMAX, 1, 2, Q_DIFFS + (
+    Case("iql_rnn_smax_3m", "iql_rnn_smax", "iql", "smax_3m", IQL_SMAX, 4, 1, 16, Q_DIFFS + (
         "ours is LAN without the centralised value, set to a fixed 8 gradient steps per update "
         "(updates_per_episode 0) and one-step targets",
     ), q_learning=True),
@@ -279,7 +280,7 @@ def ratio(ours: dict, peer: dict) -> dict[str, float]:
 
 
 def measure(pb, case: Case, seeds: int, quick: bool, modules: dict) -> dict[str, Any]:
-    updates = 1 if quick else case.updates
+    updates = 1 if quick else case.gpu_updates if jax.default_backend() != "cpu" else case.updates
     peer = measure_peer(pb, case, seeds, updates, quick, modules)
     ours = measure_ours(case, seeds, updates, quick)
     r = ratio(ours, peer)
@@ -357,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
             "peer": "jaxmarl's baseline scripts at their own yaml settings (peer_bench.py)"}
     for name in a.cases:
         case = CASES[name]
-        for seeds in a.seeds or ([1] if a.quick else [1, 32 if gpu else case.cpu_seeds]):
+        for seeds in a.seeds or ([1] if a.quick else sorted({1, 32 if gpu else case.cpu_seeds})):
             row = measure(pb, case, seeds, a.quick, modules)
             rows.append(row)
             print(json.dumps({"name": name, "seeds": seeds, "peer": row["peer"]["steps_per_s"],

@@ -219,3 +219,22 @@ def test_robust_to_junk():
     assert hc.hlo_cost("not hlo at all\n{ ( [ \n}").flops == 0
     truncated = GPU_STYLE[: len(GPU_STYLE) // 2]
     assert hc.hlo_cost(truncated).flops >= 0
+
+
+def test_scatter_into_a_loop_carry_counts_the_rows_written_not_the_array():
+    """A replay buffer written one row per step (``.at[i].set`` in a scan) is updated in place: the bytes
+    grow with the rows written, not with the buffer's size times the steps."""
+
+    def costs(rows: int) -> float:
+        def f(buf, xs):
+            def step(b, x):
+                i, row = x
+                return b.at[i].set(row), None
+            return jax.lax.scan(step, buf, xs)[0]
+
+        buf = jnp.zeros((rows, 64), jnp.float32)
+        xs = (jnp.arange(10) % rows, jnp.ones((10, 64), jnp.float32))
+        return hc.compiled_cost(jax.jit(f, donate_argnums=0).lower(buf, xs).compile()).bytes
+
+    small, big = costs(100), costs(100_000)
+    assert big < small + 100_000 * 64 * 4 * 2  # at most the buffer copied in and out once, not once a step

@@ -349,6 +349,22 @@ def test_fixed_steps_and_episode_based_target_copies_when_asked():
     assert not same(state.target_params, state.params) and int(state.grad_steps) == 15  # 5 steps per update
 
 
+def test_fixed_step_scan_equals_the_while_loop_bit_for_bit(monkeypatch):
+    """updates_per_episode = 0 runs its train_steps as a scan (a trip count XLA knows); the same steps
+    through the while loop of the per-episode schedule give the same state bit for bit, and a buffer not
+    yet ready takes no step on either path."""
+    learner = matrix_learner(updates_per_episode=0.0, train_steps=4, target_update_updates=3)
+    assert learner.fixed_steps
+    state, _ = jax.jit(learner.collect)(jax.jit(learner.init)(jax.random.PRNGKey(4)))
+    count = jnp.asarray(4)
+    scanned, m_scan = jax.jit(learner.learn_steps)(state, count)
+    monkeypatch.setattr(type(learner), "fixed_steps", property(lambda self: False))
+    looped, m_loop = jax.jit(learner.learn_steps)(state, count)
+    assert int(scanned.grad_steps) == int(looped.grad_steps) == 4 and float(m_scan["target_copies"]) == 1
+    for x, y in zip(jax.tree.leaves((scanned, m_scan)), jax.tree.leaves((looped, m_loop)), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
 # ----- configuration ------------------------------------------------------------------------------------
 
 

@@ -226,9 +226,14 @@ class LAN(OffPolicyLearner):
 
     # ----- schedule: k gradient steps per completed episode, target copies every C steps ---------
 
+    @property
+    def fixed_steps(self) -> bool:
+        """``updates_per_episode = 0``: ``train_steps`` gradient steps every update, known when compiling."""
+        return self.config.updates_per_episode == 0
+
     def gradient_steps_due(self, episodes_before: jax.Array, episodes_after: jax.Array) -> jax.Array:
         k = self.config.updates_per_episode
-        if k == 0:
+        if self.fixed_steps:
             return jnp.asarray(self.config.train_steps, jnp.int32)
         due = jnp.floor(k * episodes_after.astype(jnp.float32)) - jnp.floor(k * episodes_before.astype(jnp.float32))
         return due.astype(jnp.int32)
@@ -265,7 +270,13 @@ class LAN(OffPolicyLearner):
 
         init = (jnp.zeros((), jnp.int32), state.params, state.opt_state, state.target_params, state.grad_steps,
                 jnp.zeros((), jnp.int32), zeros)
-        _, params, opt_state, target, steps, copies, sums = jax.lax.while_loop(lambda c: c[0] < count, body, init)
+        if self.fixed_steps:  # a scan whose trip count XLA knows (the cond skips the steps of a buffer not ready)
+            def fixed(carry, _):
+                return jax.lax.cond(carry[0] < count, body, lambda c: c, carry), None
+
+            (_, params, opt_state, target, steps, copies, sums), _ = jax.lax.scan(fixed, init, None, cfg.train_steps)
+        else:
+            _, params, opt_state, target, steps, copies, sums = jax.lax.while_loop(lambda c: c[0] < count, body, init)
         denom = jnp.maximum(count, 1).astype(jnp.float32)
         stats = {k: v / denom for k, v in sums.items()}
         stats.update(gradient_steps=count.astype(jnp.float32), target_copies=copies.astype(jnp.float32))
