@@ -4,8 +4,9 @@ The peer is a folder holding jaxmarl's scripts and their harness ``peer_bench.py
 project keeps a copy outside the repository, see the README's Benchmarks section). Its harness supplies
 the scripts' own yaml settings and loads a script with its logging stubbed out; this file builds both
 training programs, ours at the peer's work settings, and times them the same way in the same process:
-compiled apart (``.lower().compile()``), then run twice with ``block_until_ready``, best run kept, wall
-clock and the process's CPU time, every run reported. Throughputs are env steps per second (one step of
+compiled apart (``.lower().compile()``), then run in alternation, peer and ours, ``ROUNDS`` times each with
+``block_until_ready`` (a change of the machine's load falls on both), best run kept, wall clock and the
+process's CPU time, every run reported. Throughputs are env steps per second (one step of
 one env copy, all its agents) summed over seeds.
 
 Q-learning: the peer's scripts learn only once flashbax can sample, after BUFFER_BATCH_SIZE updates,
@@ -58,6 +59,10 @@ RESULTS = ROOT / "benchmarks" / "results"
 PEER_CANDIDATES = (ROOT / ".peer", ROOT.parent / "shared" / "peer")  # where the project keeps its copy
 MPE_3 = "mpe_simple_spread_n3"  # jaxmarl's MPE_simple_spread_v3 has 3 agents; our registered name defaults to 5
 SPEEDUP_TARGET = 1.5  # at least 1.5x the peer at equal work
+# The peer's programs vmapped over several seeds hang on XLA:CPU (jax 0.10: the batched QR of their orthogonal
+# initialisers deadlocks the intra-op pool, no thread busy; jmarl's own initialisers avoid QR for this reason),
+# so on a CPU only 1 seed is measured unless --seeds asks for more; on a GPU 1 and 32.
+GPU_SEEDS = (1, 32)
 
 
 class PeerMissing(RuntimeError):
@@ -102,7 +107,6 @@ class Case:
     env: str
     overrides: dict[str, Any]  # ours, to the peer's work settings
     updates: int  # timed updates per program on CPU
-    cpu_seeds: int  # the second seed count on CPU (GPU: 32); 1: the Q-learning cases, minutes per run on 2 cores
     gpu_updates: int  # timed updates per program on a GPU (more: an update takes milliseconds there)
     differences: tuple[str, ...]
     q_learning: bool = False
@@ -138,19 +142,19 @@ QMIX_SMAX = dict(Q_SMAX, mixing_embed_dim=64, hypernet_dim=256)
 IQL_SMAX = dict(Q_SMAX, updates_per_episode=0.0, target_update_updates=0)
 
 CASES = {c.name: c for c in [
-    Case("ippo_ff_mpe", "ippo_ff_mpe", "ippo", MPE_3, IPPO_FF_MPE, 8, 8, 32, (
+    Case("ippo_ff_mpe", "ippo_ff_mpe", "ippo", MPE_3, IPPO_FF_MPE, 32, 128, (
         "ReLU (ours) vs tanh: one elementwise op per unit", ID_INPUT, MINIBATCH, BOOTSTRAP, ANNEAL)),
-    Case("ippo_rnn_smax_3m", "ippo_rnn_smax", "ippo", "smax_3m", IPPO_RNN_SMAX, 1, 2, 8, (
+    Case("ippo_rnn_smax_3m", "ippo_rnn_smax", "ippo", "smax_3m", IPPO_RNN_SMAX, 1, 8, (
         "actor and critic share Dense + GRU and have a Dense 128 each, as the peer's (shared_layers=2)",
         ID_INPUT, MINIBATCH, BOOTSTRAP, ANNEAL)),
-    Case("mappo_rnn_smax_3m", "mappo_rnn_smax", "mappo", "smax_3m", MAPPO_RNN_SMAX, 1, 2, 8, (
+    Case("mappo_rnn_smax_3m", "mappo_rnn_smax", "mappo", "smax_3m", MAPPO_RNN_SMAX, 1, 8, (
         "our mappo is TAD-PPO without attention: actor and critic each Dense, GRU, Dense, output; LayerNorm, "
         "ValueNorm and the Huber value loss off to match the peer's plain networks and loss",
         "the actor sees the agent id as well (the peer's actor does not)", MINIBATCH, BOOTSTRAP, ANNEAL)),
-    Case("qmix_rnn_smax_3m", "qmix_rnn_smax", "qmix", "smax_3m", QMIX_SMAX, 4, 1, 16, Q_DIFFS + (
+    Case("qmix_rnn_smax_3m", "qmix_rnn_smax", "qmix", "smax_3m", QMIX_SMAX, 4, 16, Q_DIFFS + (
         "ours: one-step double-Q targets (td_lambda 0) and the mixer's widths set to the peer's (64, hypernet 256)",
     ), q_learning=True),
-    Case("iql_rnn_smax_3m", "iql_rnn_smax", "iql", "smax_3m", IQL_SMAX, 4, 1, 16, Q_DIFFS + (
+    Case("iql_rnn_smax_3m", "iql_rnn_smax", "iql", "smax_3m", IQL_SMAX, 4, 16, Q_DIFFS + (
         "ours is LAN without the centralised value, set to a fixed 8 gradient steps per update "
         "(updates_per_episode 0) and one-step targets",
     ), q_learning=True),
@@ -161,6 +165,7 @@ CASES = {c.name: c for c in [
 QUICK_OURS = dict(num_envs=4, num_steps=8, epochs=1, num_minibatches=2, batch_size=2, buffer_size=8)
 QUICK_PEER = {"NUM_ENVS": 4, "NUM_STEPS": 8, "UPDATE_EPOCHS": 1, "NUM_MINIBATCHES": 2, "BUFFER_BATCH_SIZE": 2,
               "BUFFER_SIZE": 64}
+ROUNDS = 3  # timed runs of each program, best kept
 MAX_FILL_RUNS = 64  # untimed runs that may fill our replay before timing (16 x 128 steps hold ~20 episodes)
 
 
@@ -173,15 +178,28 @@ def compile_timed(fn, *args) -> tuple[Any, float]:
     return compiled, time.perf_counter() - t0
 
 
-def run_timed(compiled, args: tuple, runs: int = 2) -> tuple[Any, list[float], list[float]]:
-    """(last output, wall seconds of each run, process CPU seconds of each run)."""
-    walls, cpus, out = [], [], None
-    for _ in range(runs):
-        t0, c0 = time.perf_counter(), time.process_time()
-        out = jax.block_until_ready(compiled(*args))
-        walls.append(time.perf_counter() - t0)
-        cpus.append(time.process_time() - c0)
-    return out, walls, cpus
+def run_once(compiled, args: tuple) -> tuple[Any, float, float]:
+    """(output, wall seconds, process CPU seconds) of one run."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = jax.block_until_ready(compiled(*args))
+    return out, time.perf_counter() - t0, time.process_time() - c0
+
+
+@dataclasses.dataclass
+class Timed:
+    """A compiled program, its argument, and the wall and CPU seconds of each timed run."""
+
+    compiled: Any
+    args: tuple
+    compile_s: float
+    walls: list[float] = dataclasses.field(default_factory=list)
+    cpus: list[float] = dataclasses.field(default_factory=list)
+
+    def run(self) -> Any:
+        out, wall, cpu = run_once(self.compiled, self.args)
+        self.walls.append(wall)
+        self.cpus.append(cpu)
+        return out
 
 
 def side(steps: int, compile_s: float, walls: list[float], cpus: list[float], cost: hlo_cost.HloCost,
@@ -195,7 +213,9 @@ def side(steps: int, compile_s: float, walls: list[float], cpus: list[float], co
                      "unknown_trip_counts": cost.unknown_trip_counts}}
 
 
-def measure_peer(pb, case: Case, seeds: int, updates: int, quick: bool, modules: dict) -> dict[str, Any]:
+def peer_programs(pb, case: Case, seeds: int, updates: int, quick: bool, modules: dict) -> tuple[list[Timed], dict]:
+    """The peer's compiled program(s): one of ``updates`` updates; for Q-learning also the warm-up alone,
+    whose time and work are subtracted (see the module docstring)."""
     spec = pb.CASES[case.peer_case]
     if spec["script"] not in modules:
         modules[spec["script"]] = pb.load(spec["script"])
@@ -207,7 +227,7 @@ def measure_peer(pb, case: Case, seeds: int, updates: int, quick: bool, modules:
     keys = jax.random.split(jax.random.PRNGKey(0), seeds)
     warmup = cfg["BUFFER_BATCH_SIZE"] + 1 if case.q_learning else 0
 
-    def program(n_updates: int):
+    def program(n_updates: int) -> Timed:
         c = copy.deepcopy(cfg)
         c["TOTAL_TIMESTEPS"] = n_updates * c["NUM_ENVS"] * c["NUM_STEPS"]
         if case.q_learning:
@@ -216,20 +236,31 @@ def measure_peer(pb, case: Case, seeds: int, updates: int, quick: bool, modules:
             train = mod.make_train(c, env)
         else:
             train = mod.make_train(c)
-        compiled, compile_s = compile_timed(jax.vmap(train), keys)
-        _, walls, cpus = run_timed(compiled, (keys,))
-        return compiled, compile_s, walls, cpus, hlo_cost.compiled_cost(compiled)
+        return _timed(jax.vmap(train), keys)
 
-    _, compile_s, walls, cpus, cost = program(warmup + updates)
-    if warmup:  # the cost of `updates` updates that all learn
-        _, _, base_walls, base_cpus, base_cost = program(warmup)
-        walls = [w - min(base_walls) for w in walls]
-        cpus = [c - min(base_cpus) for c in cpus]
-        cost = hlo_cost.HloCost(**{f.name: getattr(cost, f.name) - (getattr(base_cost, f.name) if f.name in (
-            "flops", "bytes", "kernels") else 0) for f in dataclasses.fields(cost)})
-    steps = seeds * updates * cfg["NUM_ENVS"] * cfg["NUM_STEPS"]
-    row = side(steps, compile_s, walls, cpus, cost, updates)
-    row.update(warmup_updates=warmup, num_envs=cfg["NUM_ENVS"], num_steps=cfg["NUM_STEPS"])
+    programs = [program(warmup + updates)] + ([program(warmup)] if warmup else [])
+    return programs, {"warmup_updates": warmup, "num_envs": cfg["NUM_ENVS"], "num_steps": cfg["NUM_STEPS"],
+                      "steps": seeds * updates * cfg["NUM_ENVS"] * cfg["NUM_STEPS"]}
+
+
+def _timed(fn, *args) -> Timed:
+    compiled, compile_s = compile_timed(fn, *args)
+    return Timed(compiled, args, compile_s)
+
+
+def peer_side(programs: list[Timed], info: dict, updates: int) -> dict[str, Any]:
+    full = programs[0]
+    cost = hlo_cost.compiled_cost(full.compiled)
+    walls, cpus = full.walls, full.cpus
+    if len(programs) > 1:  # the cost of `updates` updates that all learn
+        base = programs[1]
+        walls = [w - min(base.walls) for w in walls]
+        cpus = [c - min(base.cpus) for c in cpus]
+        base_cost = hlo_cost.compiled_cost(base.compiled)
+        cost = dataclasses.replace(cost, flops=cost.flops - base_cost.flops, bytes=cost.bytes - base_cost.bytes,
+                                   kernels=cost.kernels - base_cost.kernels)
+    row = side(info["steps"], full.compile_s, walls, cpus, cost, updates)
+    row.update(warmup_updates=info["warmup_updates"], num_envs=info["num_envs"], num_steps=info["num_steps"])
     return row
 
 
@@ -243,7 +274,9 @@ def training_program(algo: Any, updates: int):
     return jax.vmap(run)
 
 
-def measure_ours(case: Case, seeds: int, updates: int, quick: bool) -> dict[str, Any]:
+def our_program(case: Case, seeds: int, updates: int, quick: bool) -> tuple[Timed, dict]:
+    """Our compiled program at the peer's settings and its starting state (for Q-learning, after untimed runs
+    of the same program that leave every seed's buffer holding a batch of complete episodes)."""
     overrides = dict(case.overrides)
     if quick:
         config_fields = {f.name for f in dataclasses.fields(jmarl.make_config(case.algo, case.env))}
@@ -251,20 +284,26 @@ def measure_ours(case: Case, seeds: int, updates: int, quick: bool) -> dict[str,
     config = jmarl.make_config(case.algo, case.env, **overrides)
     algo = jmarl.make_algorithm(config)
     state = jax.jit(jax.vmap(algo.init))(seed_keys(0, seeds))
-    compiled, compile_s = compile_timed(training_program(algo, updates), state)
-    if case.q_learning:  # untimed runs of the same program until every seed's buffer holds a batch of episodes
+    timed = _timed(training_program(algo, updates), state)
+    if case.q_learning:
         for _ in range(MAX_FILL_RUNS):
             if int(state.buffer.num_complete.min()) >= config.batch_size:
                 break
-            state, _ = jax.block_until_ready(compiled(state))
-        before = int(state.grad_steps.min())
-    (after, _), walls, cpus = run_timed(compiled, (state,))
+            state, _ = jax.block_until_ready(timed.compiled(state))
+        timed.args = (state,)
+    return timed, {"overrides": overrides, "num_envs": config.num_envs,
+                   "num_steps": algo.steps_per_update // config.num_envs,
+                   "steps": seeds * updates * algo.steps_per_update, "min_grad_steps": updates * config.train_steps
+                   if case.q_learning else 0}
+
+
+def our_side(timed: Timed, info: dict, last: Any, updates: int, case: Case) -> dict[str, Any]:
     if case.q_learning:  # every timed update learned (each run starts from the same state)
-        learned = int(after.grad_steps.min()) - before
-        assert learned >= updates * config.train_steps, f"{case.name}: {learned} gradient steps in {updates} updates"
-    steps = seeds * updates * algo.steps_per_update
-    row = side(steps, compile_s, walls, cpus, hlo_cost.compiled_cost(compiled), updates)
-    row.update(overrides=overrides, num_envs=config.num_envs, num_steps=algo.steps_per_update // config.num_envs)
+        learned = int(last[0].grad_steps.min()) - int(timed.args[0].grad_steps.min())
+        assert learned >= info["min_grad_steps"], f"{case.name}: {learned} gradient steps in {updates} updates"
+    row = side(info["steps"], timed.compile_s, timed.walls, timed.cpus, hlo_cost.compiled_cost(timed.compiled),
+               updates)
+    row.update(overrides=info["overrides"], num_envs=info["num_envs"], num_steps=info["num_steps"])
     return row
 
 
@@ -280,14 +319,22 @@ def ratio(ours: dict, peer: dict) -> dict[str, float]:
 
 
 def measure(pb, case: Case, seeds: int, quick: bool, modules: dict) -> dict[str, Any]:
+    """Both sides compiled first, then timed in alternation (peer, ours, peer, ours, ...), so that a change
+    of the machine's load during the measurement falls on both."""
     updates = 1 if quick else case.gpu_updates if jax.default_backend() != "cpu" else case.updates
-    peer = measure_peer(pb, case, seeds, updates, quick, modules)
-    ours = measure_ours(case, seeds, updates, quick)
-    r = ratio(ours, peer)
+    peer_progs, peer_info = peer_programs(pb, case, seeds, updates, quick, modules)
+    ours, our_info = our_program(case, seeds, updates, quick)
+    last = None
+    for _ in range(ROUNDS):
+        for program in peer_progs:
+            program.run()
+        last = ours.run()
+    peer = peer_side(peer_progs, peer_info, updates)
+    mine = our_side(ours, our_info, last, updates, case)
+    r = ratio(mine, peer)
     return {"name": case.name, "seeds": seeds, "updates": updates, "quick": quick,
-            "differences": list(case.differences),
-            "peer": peer, "ours": ours, "ratio": r, "target": SPEEDUP_TARGET,
-            "target_met": bool(r["steps_per_s"] >= SPEEDUP_TARGET)}
+            "differences": list(case.differences), "peer": peer, "ours": mine, "ratio": r,
+            "target": SPEEDUP_TARGET, "target_met": bool(r["steps_per_s"] >= SPEEDUP_TARGET)}
 
 
 # ----- report ----------------------------------------------------------------------------------------
@@ -337,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
                                                 f"(default: the first of {', '.join(map(str, PEER_CANDIDATES))})")
     p.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
     p.add_argument("--seeds", nargs="+", type=int, default=None,
-                   help="seed counts to measure (default: 1 and each case's CPU count, or 1 and 32 on a GPU)")
+                   help="seed counts to measure (default: 1 on a CPU, 1 and 32 on a GPU)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, one update: a smoke run, not a measurement")
     p.add_argument("--out", default=str(RESULTS))
     a = p.parse_args(argv)
@@ -358,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
             "peer": "jaxmarl's baseline scripts at their own yaml settings (peer_bench.py)"}
     for name in a.cases:
         case = CASES[name]
-        for seeds in a.seeds or ([1] if a.quick else sorted({1, 32 if gpu else case.cpu_seeds})):
+        for seeds in a.seeds or (GPU_SEEDS if gpu and not a.quick else (1,)):
             row = measure(pb, case, seeds, a.quick, modules)
             rows.append(row)
             print(json.dumps({"name": name, "seeds": seeds, "peer": row["peer"]["steps_per_s"],
