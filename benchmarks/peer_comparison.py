@@ -345,8 +345,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
     out = ["# Training throughput side by side with jaxmarl's baseline scripts\n",
            f"{meta['device']}, jax {meta['jax']}, {meta['cpus']} CPU cores, {meta['date']}; "
            f"written by benchmarks/peer_comparison.py{quick}. Peer: {meta['peer']}.\n",
-           "Env steps per second summed over seeds, best of two runs of each compiled program (both runs in the "
-           "JSON), peer and ours measured one after the other in one process. `CPU` divides by the process's CPU "
+           f"Env steps per second summed over seeds, best of {ROUNDS} runs of each compiled program (every run in "
+           "the JSON), the peer's and ours run in alternation in one process. `CPU` divides by the process's CPU "
            "time instead of wall time. XLA columns are from the compiled programs (benchmarks/hlo_cost.py: loop "
            "bodies times their trip counts): GFLOP per 1,000 env steps, MB accessed per env step, kernels launched "
            "per update; `ours / peer` below 1 means less work. The Q-learning rows time updates that all learn "
