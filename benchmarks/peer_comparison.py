@@ -21,7 +21,7 @@ reported per env step (flops, bytes) and per update (kernels, which bound small 
 GPU, where each runs one after another).
 
 JSON (``peer_comparison.json``): ``{"meta": {...}, "cases": [row, ...]}``; a row has ``name, seeds,
-updates, work, differences, peer, ours, ratio`` where ``peer`` and ``ours`` hold ``compile_s, run_s,
+updates, date, differences, peer, ours, ratio`` where ``peer`` and ``ours`` hold ``compile_s, run_s,
 cpu_s, steps_per_s, cpu_steps_per_s, cost`` and ``ratio`` is ours over the peer (wall, CPU, flops, bytes,
 kernels).
 
@@ -353,8 +353,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
            "(see the module docstring).\n",
            "| case | seeds | peer steps/s | ours steps/s | ours / peer | ours / peer (CPU) | compile s peer / ours "
            "| GFLOP per 1k steps peer / ours | MB per step peer / ours | kernels per update peer / ours | "
-           f"{SPEEDUP_TARGET}x |",
-           "|---|---:|---:|---:|---:|---:|---|---|---|---|---|"]
+           f"{SPEEDUP_TARGET}x | date |",
+           "|---|---:|---:|---:|---:|---:|---|---|---|---|---|---|"]
     for r in rows:
         p, o, q = r["peer"], r["ours"], r["ratio"]
         pc, oc = p["cost"], o["cost"]
@@ -364,7 +364,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
             f"{pc['flops_per_step'] / 1e6:,.1f} / {oc['flops_per_step'] / 1e6:,.1f} | "
             f"{pc['bytes_per_step'] / 1e6:,.2f} / {oc['bytes_per_step'] / 1e6:,.2f} | "
             f"{pc['kernels_per_update']:,.0f} / {oc['kernels_per_update']:,.0f} | "
-            f"{'met' if r['target_met'] else 'not met'} |")
+            f"{'met' if r['target_met'] else 'not met'} | {r.get('date', meta['date'])} |")
     out.append("\n## Work settings and what still differs\n")
     seen = set()
     for r in rows:
@@ -378,6 +378,16 @@ def markdown(rows: list[dict], meta: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def previous_rows(path: Path, meta: dict) -> list[dict]:
+    """The rows of an earlier results file measured on the same kind of machine (``--update`` keeps those
+    not measured again)."""
+    if not path.is_file():
+        return []
+    old = json.loads(path.read_text())
+    same = all(old["meta"].get(k) == meta[k] for k in ("backend", "device", "cpus", "quick"))
+    return [r for r in old["cases"] if r["name"] in CASES] if same else []
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--peer", default=None, help="folder with jaxmarl's scripts and peer_bench.py "
@@ -387,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="seed counts to measure (default: 1 on a CPU, 1 and 32 on a GPU)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, one update: a smoke run, not a measurement")
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--update", action="store_true", help="keep the rows of the results file in --out that this "
+                                                        "run does not measure again (same kind of machine)")
     a = p.parse_args(argv)
     try:
         folder = find_peer(a.peer)
@@ -403,15 +415,20 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"jax": jax.__version__, "backend": jax.default_backend(), "device": str(jax.devices()[0].device_kind),
             "cpus": os.cpu_count(), "date": datetime.date.today().isoformat(), "quick": a.quick,
             "peer": "jaxmarl's baseline scripts at their own yaml settings (peer_bench.py)"}
+    kept = previous_rows(out / f"{stem}.json", meta) if a.update else []
     for name in a.cases:
         case = CASES[name]
         for seeds in a.seeds or (GPU_SEEDS if gpu and not a.quick else (1,)):
             row = measure(pb, case, seeds, a.quick, modules)
+            row["date"] = meta["date"]
             rows.append(row)
             print(json.dumps({"name": name, "seeds": seeds, "peer": row["peer"]["steps_per_s"],
                               "ours": row["ours"]["steps_per_s"], "ratio": row["ratio"]}), flush=True)
-            (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "cases": rows}, indent=1) + "\n")
-            (out / f"{stem}.md").write_text(markdown(rows, meta))
+            new = {(r["name"], r["seeds"]) for r in rows}
+            merged = sorted([r for r in kept if (r["name"], r["seeds"]) not in new] + rows,
+                            key=lambda r: (list(CASES).index(r["name"]), r["seeds"]))
+            (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "cases": merged}, indent=1) + "\n")
+            (out / f"{stem}.md").write_text(markdown(merged, meta))
     return 0
 
 

@@ -118,7 +118,7 @@ def test_shared_gru_trunk_has_one_carry_and_the_peer_parameter_count():
                   if path[-1].key == "kernel")
     assert kernels == d * h + 6 * h * h + 2 * h * h + h * a + h  # Dense, GRU (3 input + 3 hidden), heads
     _, traj = jax.jit(algo.collect)(state)
-    carries, _, _ = algo.apply(state.params, state.carries, traj["obs"][0], traj["critic_obs"][0], traj["avail"][0],
+    carries, _, _ = algo.apply(state.params, state.carries, traj["obs"][0], traj["obs"][0], traj["avail"][0],
                                traj["reset"][0])
     np.testing.assert_array_equal(carries[0], carries[1])
     assert np.abs(np.asarray(carries[0])).sum() > 0

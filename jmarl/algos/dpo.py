@@ -203,14 +203,21 @@ class DPO:
                                     avail_actions=next_ts.info["final_avail_actions"])
             _, _, next_values = self.apply(params, new_carries, final.obs, self.critic_inputs(final),
                                            final.avail_actions, jnp.zeros_like(start))
-            out = dict(obs=ts.obs, critic_obs=self.critic_inputs(ts), avail=ts.avail_actions, reset=start,
+            out = dict(obs=ts.obs, avail=ts.avail_actions, reset=start,
                        active=onpolicy.recorded_active(ts.active, cfg.active_masks), actions=actions, logp=logp,
                        values=values, next_values=next_values, reward=next_ts.reward, terminated=next_ts.terminated,
                        done=next_ts.done, ep_return=next_ts.info["episode_return"])
+            if cfg.centralised_critic:  # a decentralised critic reads obs: stored once, gathered once
+                out["critic_obs"] = self.critic_inputs(ts)
             return (env_state, next_ts, new_carries, next_ts.done), out
 
         params = state.params
         return onpolicy.rollout(state, step, cfg.num_steps, self.steps_per_update)
+
+    @staticmethod
+    def _critic_obs(traj: dict[str, jax.Array]) -> jax.Array:
+        """The critic's recorded input: the world state where the critic is centralised, else the observation."""
+        return traj.get("critic_obs", traj["obs"])
 
     def _replay(self, params, carries0, traj):
         """Recompute log-probabilities and values over a trajectory [T, E, ...] from the rollout's first carries.
@@ -221,13 +228,14 @@ class DPO:
         if not self.config.recurrent:
             t, e = traj["obs"].shape[:2]
             flat = lambda x: x.reshape((t * e,) + x.shape[2:])  # noqa: E731
-            _, logits, values = self.apply(params, carries0, flat(traj["obs"]), flat(traj["critic_obs"]),
+            _, logits, values = self.apply(params, carries0, flat(traj["obs"]), flat(self._critic_obs(traj)),
                                            flat(traj["avail"]), flat(traj["reset"]))
             unflat = lambda x: x.reshape((t, e) + x.shape[1:])  # noqa: E731
             return unflat(jax.nn.log_softmax(logits)), unflat(values)
 
         def step(carries, x):
-            carries, logits, values = self.apply(params, carries, x["obs"], x["critic_obs"], x["avail"], x["reset"])
+            carries, logits, values = self.apply(params, carries, x["obs"], self._critic_obs(x), x["avail"],
+                                                 x["reset"])
             return carries, (jax.nn.log_softmax(logits), values)
 
         _, (logp, values) = jax.lax.scan(step, carries0, traj)
