@@ -60,7 +60,9 @@ def measure(algo_name: str, env: str, seeds: int, updates: int, rounds: int, ove
             "gradient_steps_per_update": round(per_update, 2),
             "gradient_steps_per_1k_env_steps": round(1000 * per_update / algo.steps_per_update, 2),
             "env_steps_per_s_wall": round(steps / best["wall"]), "env_steps_per_s_cpu": round(steps / best["cpu"]),
-            "env_steps_per_s_per_seed_wall": round(steps / best["wall"] / seeds, 1)}
+            "env_steps_per_s_per_seed_wall": round(steps / best["wall"] / seeds, 1),
+            # an update's wall time over its gradient steps (collection included): what one step costs a seed
+            "ms_per_gradient_step_wall": round(1000 * best["wall"] / updates / max(per_update, 1e-9), 1)}
 
 
 def main() -> None:
@@ -88,12 +90,13 @@ def main() -> None:
             "overrides": overrides}
     (RESULTS / f"{args.out}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     lines = ["| algo | env | seeds | envs x steps | gradient steps / 1k env steps | env steps/s (wall) | "
-             "env steps/s (CPU time) | per seed (wall) | compile (s) |",
-             "|---|---|---:|---|---:|---:|---:|---:|---:|"]
+             "env steps/s (CPU time) | per seed (wall) | ms per gradient step (wall) | compile (s) |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['algo']} | {r['env']} | {r['seeds']} | {r['num_envs']}x{r['num_steps']} | "
                      f"{r['gradient_steps_per_1k_env_steps']} | {r['env_steps_per_s_wall']:,} | "
-                     f"{r['env_steps_per_s_cpu']:,} | {r['env_steps_per_s_per_seed_wall']:,} | {r['compile_s']} |")
+                     f"{r['env_steps_per_s_cpu']:,} | {r['env_steps_per_s_per_seed_wall']:,} | "
+                     f"{r['ms_per_gradient_step_wall']:,} | {r['compile_s']} |")
     table = "\n".join(lines) + "\n"
     (RESULTS / f"{args.out}.md").write_text(
         f"LAN training env-steps/s (collect + learn, no evaluation), batch {rows[0]['batch_size']} episodes, "
