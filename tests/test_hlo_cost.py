@@ -4,27 +4,13 @@ and HLO text as other backends and versions print it (cuBLAS custom-calls, names
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import pytest
+from benchmark_scripts import load
 from jax import lax
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "hlo_cost.py"
-
-
-def load():
-    spec = importlib.util.spec_from_file_location("hlo_cost", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-hc = load()
+hc = load("hlo_cost")
 X = jnp.ones((64, 128), jnp.float32)
 W = jnp.ones((128, 128), jnp.float32)
 MATMUL = 2 * 64 * 128 * 128  # one [64,128] x [128,128]

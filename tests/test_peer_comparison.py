@@ -8,7 +8,6 @@ turned down for it: the run checks the pipeline and its bookkeeping, not speed.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -17,20 +16,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from benchmark_scripts import load
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "peer_comparison.py"
 
 
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("peer_comparison", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-BENCH = load_benchmark()
+BENCH = load("peer_comparison")
 
 
 def peer_folder() -> Path | None:
