@@ -102,7 +102,7 @@ def test_sweep_points_equal_separate_runs(tmp_path):
         assert a.keys() == b.keys()
         np.testing.assert_allclose([a[k] for k in a], [b[k] for k in a], rtol=1e-5, atol=1e-6)
     # the points really differ: a 10x learning rate moves the policy further per update
-    assert max(r["train/kl_final"] for r in swept) < min(r["train/kl_final"] for r in rows(tmp_path / "lr=0.005"))
+    assert max(r["train/kl"] for r in swept) < min(r["train/kl"] for r in rows(tmp_path / "lr=0.005"))
     assert result["sweep"][0]["mean"]["return"] == pytest.approx(np.mean([r["return"] for r in reference[-2:]]))
     table = (tmp_path / "sweep.md").read_text()
     assert "| lr=0.0005 |" in table and "| lr=0.005 |" in table
