@@ -52,6 +52,7 @@ import hlo_cost  # noqa: E402
 
 import envs  # noqa: E402
 import jmarl  # noqa: E402
+from jmarl.program import vmap_runs  # noqa: E402
 from jmarl.runner import seed_keys  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -265,13 +266,14 @@ def peer_side(programs: list[Timed], info: dict, updates: int) -> dict[str, Any]
 
 
 def training_program(algo: Any, updates: int):
-    """``updates`` collect-and-learn iterations, vmapped over seeds, no evaluation (like the peer's loop)."""
+    """``updates`` collect-and-learn iterations, mapped over seeds as the runner maps its runs (a vmap; one
+    seed unbatched), no evaluation (like the peer's loop)."""
 
     def run(state):
         state, metrics = jax.lax.scan(lambda s, _: algo.update(s), state, None, updates)
         return state, jax.tree.map(jnp.mean, metrics)
 
-    return jax.vmap(run)
+    return vmap_runs(run)
 
 
 def our_program(case: Case, seeds: int, updates: int, quick: bool) -> tuple[Timed, dict]:

@@ -78,6 +78,21 @@ def hparam_dtype(config: Any, key: str) -> Any:
     return np.float32 if field_types(type(config))[key] is float else np.int32
 
 
+def vmap_runs(fn: Callable) -> Callable:
+    """``jax.vmap(fn)`` over a leading run axis, except that a batch of one run calls ``fn`` on the run itself:
+    XLA:CPU spreads an unbatched program over its threads better (IPPO-RNN on smax_3m, one update: 1.43
+    cores busy unbatched, 1.12 under a vmap of one; 22% more wall time)."""
+    vfn = jax.vmap(fn)
+
+    def mapped(*xs):
+        if jax.tree.leaves(xs)[0].shape[0] != 1:
+            return vfn(*xs)
+        out = fn(*jax.tree.map(lambda x: x[0], xs))
+        return jax.tree.map(lambda y: jnp.expand_dims(y, 0), out)
+
+    return mapped
+
+
 def per_run_map(fn: Callable, block: int | None, in_place: bool = False) -> Callable:
     """``fn`` of one run -> a function of a device's runs (leading axis): a vmap, or with ``block`` B a loop
     over blocks of B vmapped runs (the last block may be shorter), which bounds the temporaries.
@@ -87,7 +102,7 @@ def per_run_map(fn: Callable, block: int | None, in_place: bool = False) -> Call
     copies of every run's train state, replay buffers included. With ``in_place`` the first argument is
     the carried array of the first result (a chunk's donated state, read a block at a time before that
     block is written); otherwise the results fill fresh arrays."""
-    vfn = jax.vmap(fn)
+    vfn = vmap_runs(fn)
     if block is None:
         return vfn
 
