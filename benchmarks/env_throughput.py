@@ -3,7 +3,7 @@
 For each env family and each number of parallel envs, the program is compiled first (timed apart)
 and then run twice; both runs are reported, since these shared machines are noisy. An env-step is
 one step of one environment copy (all its agents). Writes benchmarks/results/env_throughput.json and
-env_throughput.md (the table the README includes).
+env_throughput.md (the table docs/benchmarks.md includes).
 
     python benchmarks/env_throughput.py [--envs hallway smax_3m] [--sizes 1 64 1024] [--steps 128]
 """

@@ -201,7 +201,7 @@ compare ippo_rnn_smax_3m "$SEEDS_MANY" 100 45
 # c. while the budget lasts: the headline run as an 80 GiB card would plan it (JMARL_DEVICE_MEMORY: 0.92 x
 # 80 GiB): groups through host memory, 1 chunk
 if ((TINY)); then
-    LIMIT=$("$PY" -c 'import jmarl; from jmarl.program import abstract_state; from jmarl.memory import tree_bytes
+    LIMIT=$("$PY" -c 'import jmarl; from jmarl.spec import abstract_state; from jmarl.memory import tree_bytes
 c = jmarl.make_config("lan", "smax_3m", buffer_size=2000, batch_size=8, eval_episodes=4, eval_every=2)
 print(int(1.5 * tree_bytes(abstract_state(c, (), 1))))' 2>/dev/null)
     GROUPED=("${HEADLINE[@]}" --set buffer_size=2000)  # state, not temporaries, is most of a run

@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 import jmarl
-from jmarl.runner import seed_keys
+from jmarl.spec import seed_keys
 
 RESULTS = Path(__file__).parent / "results"
 

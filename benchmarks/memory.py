@@ -69,12 +69,13 @@ def child(algo: str, env: str, overrides: dict, total_steps: int) -> dict:
     from jmarl.memory import tree_bytes
     from jmarl.program import compile_program
     from jmarl.runner import run
+    from jmarl.spec import program_spec
 
     config = jmarl.make_config(algo, env, total_steps=total_steps, **overrides)
     imported = current_rss_kib()
     t0 = time.perf_counter()
     # The runner asks for exactly this program (one seed, no sweep, all devices): the cache hands it over.
-    prog = compile_program(config, (), 1, len(jax.devices()), None)
+    prog = compile_program(program_spec(config, (), 1, len(jax.devices()), None))
     compile_s = time.perf_counter() - t0
     peak_compiled = peak_rss_kib()
     state_info, metrics_info = prog.chunk.out_info

@@ -19,7 +19,7 @@ from pathlib import Path
 import envs
 import jmarl
 from jmarl import memory, replay
-from jmarl.program import abstract_state
+from jmarl.spec import abstract_state
 
 RESULTS = Path(__file__).parent / "results"
 GPUS = {"80 GiB (A100/H100)": 80 * 2**30, "141 GiB (H200)": 141 * 2**30}

@@ -1,7 +1,7 @@
 """Training throughput side by side with jaxmarl's own baseline scripts (the peer), at equal work, in one run.
 
 The peer is a folder holding jaxmarl's scripts and their harness ``peer_bench.py`` (``--peer``; the
-project keeps a copy outside the repository, see the README's Benchmarks section). Its harness supplies
+project keeps a copy outside the repository, see docs/benchmarks.md). Its harness supplies
 the scripts' own yaml settings and loads a script with its logging stubbed out; this file builds both
 training programs, ours at the peer's work settings, and times them the same way in the same process:
 compiled apart (``.lower().compile()``), then run in alternation, peer and ours, ``ROUNDS`` times each with
@@ -53,7 +53,7 @@ import hlo_cost  # noqa: E402
 import envs  # noqa: E402
 import jmarl  # noqa: E402
 from jmarl.program import vmap_runs  # noqa: E402
-from jmarl.runner import seed_keys  # noqa: E402
+from jmarl.spec import seed_keys  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -84,7 +84,7 @@ def find_peer(folder: str | None) -> Path:
             return path.resolve()
     looked = ", ".join(str(p) for p in candidates)
     raise PeerMissing(f"the peer's scripts are not there: no peer_bench.py in {looked}; pass --peer FOLDER (a copy "
-                      "of jaxmarl's baseline scripts with peer_bench.py, see the README's Benchmarks section)")
+                      "of jaxmarl's baseline scripts with peer_bench.py, see docs/benchmarks.md)")
 
 
 def load_peer(folder: Path):

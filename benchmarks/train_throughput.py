@@ -32,7 +32,7 @@ from envs.rollout import make_random_rollout
 from jmarl.config import parse_value
 from jmarl.core import make_chunk
 from jmarl.registry import config_class
-from jmarl.runner import seed_keys
+from jmarl.spec import seed_keys
 
 RESULTS = Path(__file__).parent / "results"
 

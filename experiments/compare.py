@@ -29,21 +29,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import envs  # noqa: E402
 import jmarl  # noqa: E402
 from experiments import presets  # noqa: E402
+from experiments.cli import Parser, description  # noqa: E402
 from jmarl.checkpoint import CheckpointError  # noqa: E402
 from jmarl.config import ConfigError, parse_value  # noqa: E402
 from jmarl.memory import use_more_device_memory  # noqa: E402
 from jmarl.registry import config_class  # noqa: E402
 from jmarl.results import read_rows  # noqa: E402
-from jmarl.runner import read_run, run  # noqa: E402
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit code 2
-        self.exit(2, f"{self.prog}: error: {message}\n")
+from jmarl.run_dir import read_run  # noqa: E402
+from jmarl.runner import run  # noqa: E402
 
 
 def build_parser() -> Parser:
-    p = Parser(prog="compare.py", description=__doc__.splitlines()[0])
+    p = Parser(prog="compare.py", description=description(__doc__))
     p.add_argument("--preset", default=None, help=f"a paper experiment: {', '.join(presets.names())}")
     p.add_argument("--env", help="environment (with --algos)")
     p.add_argument("--algos", nargs="+", default=[], metavar="ALGO", help="algorithms to train")

@@ -13,7 +13,6 @@ and ``evaluation.json`` are written next to the checkpoint (or under ``--out``).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -24,23 +23,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from experiments.cli import Parser, description  # noqa: E402
 from jmarl import sweep as sw  # noqa: E402
 from jmarl.checkpoint import CheckpointError  # noqa: E402
 from jmarl.config import ConfigError, validate  # noqa: E402
 from jmarl.memory import use_more_device_memory  # noqa: E402
 from jmarl.policy import export_policy, load_policy, require_greedy_policy  # noqa: E402
 from jmarl.registry import make_algorithm  # noqa: E402
-from jmarl.results import bootstrap_ci, eval_keys  # noqa: E402
-from jmarl.runner import EVAL_KEYS, load_checkpoint  # noqa: E402
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit code 2
-        self.exit(2, f"{self.prog}: error: {message}\n")
+from jmarl.results import EVAL_KEYS, bootstrap_ci, eval_keys  # noqa: E402
+from jmarl.run_dir import load_checkpoint  # noqa: E402
 
 
 def build_parser() -> Parser:
-    p = Parser(prog="evaluate.py", description=__doc__.splitlines()[0])
+    p = Parser(prog="evaluate.py", description=description(__doc__))
     p.add_argument("path", help="a run's results directory (with checkpoints/) or an exported policy directory")
     p.add_argument("--episodes", type=int, default=None, help="greedy episodes per run (default: the config's "
                                                                  "eval_episodes)")

@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 import jmarl  # noqa: E402
-from jmarl.runner import bootstrap_ci, run  # noqa: E402
+from jmarl.results import bootstrap_ci  # noqa: E402
+from jmarl.runner import run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 

@@ -32,26 +32,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import envs  # noqa: E402
 import jmarl  # noqa: E402
 from experiments import presets  # noqa: E402
+from experiments.cli import Parser  # noqa: E402
 from jmarl.checkpoint import CheckpointError  # noqa: E402
 from jmarl.config import ConfigError, parse_value, suggest  # noqa: E402
+from jmarl.devices import initialize_distributed  # noqa: E402
 from jmarl.memory import use_more_device_memory  # noqa: E402
-from jmarl.registry import check_run, config_class  # noqa: E402
-from jmarl.runner import MAX_SEED, RunOptions, read_run, run, run_options  # noqa: E402
+from jmarl.registry import config_class  # noqa: E402
+from jmarl.run_dir import read_run, run_options  # noqa: E402
+from jmarl.runner import Interrupted, NonFiniteError, execute  # noqa: E402
+from jmarl.spec import RunOptions, RunSpec, make_run_spec  # noqa: E402
+from jmarl.sweep import parse_sweeps  # noqa: E402
 
 # Options that define a run; --resume takes them from the run's config.json instead.
 RUN_DEFINING = ("algo", "env", "preset", "set", "sweep", "seeds", "seed", "total_steps")
 # jax.random.PRNGKey keeps 32 bits of the seed: larger or negative seeds alias smaller ones.
-
-
-def one_line(text: str) -> str:
-    """``text`` with line breaks, control characters and unpaired surrogates escaped, so an error
-    message quoting user input stays one printable line on any terminal."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit code 2
-        self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
 
 
 def build_parser() -> Parser:
@@ -110,9 +104,8 @@ def apply_preset(args: argparse.Namespace) -> dict:
 
 
 def resolve(args: argparse.Namespace):
-    """(config, sweep, run options) from the command line; raises ConfigError on bad input, including
-    a budget below one update or an env an algorithm cannot be built on (every program's learner is
-    built here, which compiles nothing)."""
+    """(config, sweep, run options) from the command line; raises ConfigError on a bad name or value (the
+    run as a whole is checked once, by ``make_run_spec``)."""
     if args.resume is not None:
         raise ConfigError(f"--resume needs a run's results directory, got {args.resume!r}")
     base = apply_preset(args) if args.preset is not None else {}
@@ -121,10 +114,6 @@ def resolve(args: argparse.Namespace):
     if args.env is None:
         raise ConfigError("the following arguments are required: --env (or --preset NAME, or --resume DIR)")
     seeds = 1 if args.seeds is None else args.seeds
-    if seeds < 1:
-        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
-    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
-        raise ConfigError(f"--seed must be between 0 and {MAX_SEED} (a 32-bit PRNG seed), got {args.seed}")
     if args.no_save and args.out is not None:
         raise ConfigError("--no-save writes no results directory, --out names one: drop one of them")
     _check_out(args.out)
@@ -144,15 +133,12 @@ def resolve(args: argparse.Namespace):
             raise ConfigError("total_steps given to both --set and --total-steps; use one")
         overrides["total_steps"] = args.total_steps
     config = jmarl.make_config(args.algo, args.env, **overrides)
-    from jmarl.sweep import parse_sweeps
-
     sweep = parse_sweeps(args.algo, args.sweep)
     for key in set(sweep) & set(base):
         overrides.pop(key)  # a sweep replaces the preset's value
     both = sorted(set(sweep) & set(overrides))
     if both:
         raise ConfigError(f"{', '.join(both)} given to both --set and --sweep; use one")
-    check_run(config, sweep)
     return config, sweep, RunOptions(seeds=seeds, base_seed=args.seed or 0, **_cli_options(args))
 
 
@@ -182,48 +168,35 @@ def resolve_resume(args: argparse.Namespace):
         raise ConfigError(f"--resume continues a run with its own settings; drop {', '.join(given)}")
     config, meta = read_run(args.resume)
     sweep = {k: tuple(v) for k, v in meta.get("sweep", {}).items()}
-    check_run(config, sweep)
     return config, sweep, run_options(meta, **_cli_options(args))
 
 
-def check(args: argparse.Namespace, parser: Parser) -> int:
-    """``--check``: every check a run makes before compiling; the resolved run as JSON on stdout."""
-    import jax
+def make_spec(args: argparse.Namespace) -> RunSpec:
+    """The run the command line asks for, every check made (ConfigError otherwise)."""
+    config, sweep, opts = resolve_resume(args) if args.resume else resolve(args)
+    if args.resume is None and args.out is None and not args.no_save and not args.check:
+        args.out = default_out(config)
+        print(f"results: {args.out}", flush=True)
+    return make_run_spec(config, sweep, opts, args.resume or args.out, resume=args.resume is not None)
 
-    from jmarl import sweep as sw
-    from jmarl.program import plan_memory
-    from jmarl.runner import _check_no_checkpoints
 
-    try:
-        config, sweep, opts = resolve_resume(args) if args.resume else resolve(args)
-        opts.check()
-        programs = check_run(config, sweep)
-        traced, sequential = sw.split(config.algo, sweep)
-        if args.out is not None and args.resume is None:
-            for point, _ in programs:
-                _check_no_checkpoints(Path(args.out) / sw.point_name(point) if point else Path(args.out))
-        runs = opts.seeds * len(sw.grid(traced))
-        devices = opts.devices if opts.devices is not None else len(jax.devices())
-        memory = [plan_memory(dataclasses.replace(config, **point), tuple(traced), runs, devices, opts.vmap_block)
-                  for point, _ in programs]
-    except (ConfigError, CheckpointError) as err:
-        parser.error(str(err))
-    report = {
-        "config": dataclasses.asdict(config),
-        "sweep": {"traced": {k: list(v) for k, v in traced.items()},
-                  "sequential": {k: list(v) for k, v in sequential.items()}},
-        "run_options": dataclasses.asdict(opts),
-        "runs_per_program": opts.seeds * len(sw.grid(traced)),
-        "programs": [{"point": point, "steps_per_update": p.steps_per_update, "updates_per_chunk": p.updates_per_chunk,
-                      "num_chunks": p.num_chunks, "total_updates": p.total_updates, "planned_env_steps": p.total_steps}
-                     for point, p in programs],
+def check_report(spec: RunSpec) -> dict:
+    """``--check``: the resolved run, its programs and their memory plans."""
+    return {
+        "config": dataclasses.asdict(spec.config),
+        "sweep": {"traced": {k: list(v) for k, v in spec.traced.items()},
+                  "sequential": {k: list(v) for k, v in spec.sequential.items()}},
+        "run_options": dataclasses.asdict(spec.options),
+        "runs_per_program": spec.runs,
+        "programs": [{"point": ps.point, "steps_per_update": ps.plan.steps_per_update,
+                      "updates_per_chunk": ps.plan.updates_per_chunk, "num_chunks": ps.plan.num_chunks,
+                      "total_updates": ps.plan.total_updates, "planned_env_steps": ps.plan.total_steps}
+                     for ps in spec.programs],
         "memory": [{"line": m.line(), "per_run_gib": m.per_run / 2**30, "runs_per_device": m.per_device,
                     "group_gib": m.group_bytes / 2**30, "available_gib": m.available / 2**30,
                     "available_from": m.source, "runs_per_device_at_once": m.group, "groups": m.groups,
-                    "vmap_block": m.block, "warning": m.warning} for m in memory],
+                    "vmap_block": m.block, "warning": m.warning} for m in (ps.memory for ps in spec.programs)],
     }
-    print(json.dumps(report, indent=1))
-    return 0
 
 
 def default_out(config) -> str:
@@ -241,20 +214,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     use_more_device_memory()
-    if args.check:
-        return check(args, parser)
-    from jmarl.devices import initialize_distributed
-    from jmarl.runner import Interrupted, NonFiniteError
-
-    initialize_distributed(args.distributed)
+    if not args.check:
+        initialize_distributed(args.distributed)
     try:
-        config, sweep, opts = resolve_resume(args) if args.resume else resolve(args)
-        if args.resume is None and args.out is None and not args.no_save:
-            args.out = default_out(config)
-            print(f"results: {args.out}", flush=True)
-        options = dataclasses.asdict(opts)
-        run(config, options.pop("seeds"), args.resume or args.out, options.pop("base_seed"), sweep=sweep,
-            resume=args.resume is not None, **options)
+        spec = make_spec(args)
+        if args.check:
+            print(json.dumps(check_report(spec), indent=1))
+            return 0
+        execute(spec)
     except (ConfigError, CheckpointError) as err:
         parser.error(str(err))
     except NonFiniteError as err:  # training diverged: exit 3

@@ -129,7 +129,3 @@ def validate(config: Any) -> Any:
             raise ConfigError(f"{small} ({getattr(config, small)!r}) must be <= {large} "
                               f"({getattr(config, large)!r}): {why}")
     return config
-
-
-def to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)

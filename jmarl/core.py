@@ -30,6 +30,8 @@ from typing import Any, Protocol
 import jax
 import jax.numpy as jnp
 
+from jmarl.registry import make_algorithm
+
 
 class Algorithm(Protocol):
     config: Any
@@ -122,8 +124,6 @@ def make_train(config: Any) -> Callable[[jax.Array], tuple[Any, dict[str, jax.Ar
     flags ``nonfinite/train/<name>`` and ``nonfinite/params`` (-1: finite throughout the chunk; else
     the index of the first non-finite update within it): training does not stop on them, the caller
     decides (``(metrics["nonfinite/params"] >= 0).any()``)."""
-    from jmarl.registry import make_algorithm
-
     algo = make_algorithm(config)
     p = plan(algo)
     chunk = make_chunk(algo, p.updates_per_chunk)
@@ -134,6 +134,3 @@ def make_train(config: Any) -> Callable[[jax.Array], tuple[Any, dict[str, jax.Ar
 
     return train
 
-
-def tree_stack(trees: list[Any]) -> Any:
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)

@@ -24,6 +24,8 @@ from flax import serialization
 
 from jmarl.config import ConfigError, validate
 from jmarl.evaluate import evaluate_greedy
+from jmarl.registry import config_class, make_algorithm
+from jmarl.run_dir import versions
 
 FORMAT = 1
 
@@ -36,8 +38,6 @@ def require_greedy_policy(algo: Any) -> None:
 
 def export_policy(directory: str | Path, config: Any, params: Any, source: dict[str, Any] | None = None) -> Path:
     """Write ``params`` (one run's, no run axis) and ``config`` under ``directory``."""
-    from jmarl.runner import versions
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     record = {"format": FORMAT, "config": dataclasses.asdict(config), "source": source or {}, "versions": versions()}
@@ -71,8 +71,6 @@ class Policy:
 
 def load_policy(directory: str | Path) -> Policy:
     """Rebuild an exported policy; a missing, foreign or damaged export gives a ConfigError."""
-    from jmarl.registry import config_class, make_algorithm
-
     directory = Path(directory)
     try:
         record = json.loads((directory / "policy.json").read_text())

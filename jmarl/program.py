@@ -39,9 +39,8 @@ import numpy as np
 from jmarl import devices as dev
 from jmarl import memory
 from jmarl import sweep as sw
-from jmarl.config import ConfigError, field_types
-from jmarl.core import Plan, make_chunk, plan
-from jmarl.registry import make_algorithm
+from jmarl.core import Plan, make_chunk
+from jmarl.spec import ProgramSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,10 +71,6 @@ class Program:
         # a grouped chunk writes each group's new state into these arrays: they must be writable
         return jax.tree.map(lambda x: x if isinstance(x, np.ndarray) and x.flags.writeable else np.array(x),
                             host_tree)
-
-
-def hparam_dtype(config: Any, key: str) -> Any:
-    return np.float32 if field_types(type(config))[key] is float else np.int32
 
 
 def vmap_runs(fn: Callable) -> Callable:
@@ -177,11 +172,6 @@ class PerDevice:
             self.out_info, *outputs)
 
 
-def check_block(block: int | None) -> None:
-    if block is not None and block < 1:
-        raise ConfigError(f"--vmap-block must be >= 1 runs, got {block}")
-
-
 class Groups:
     """A :class:`PerDevice` program of one group's runs, called on each group in turn over host state.
 
@@ -220,9 +210,9 @@ def copy_runs(dst: np.ndarray, x: jax.Array, whole_below: int = 2**28) -> None:
         np.copyto(dst[r], np.asarray(jax.device_get(x[r])))
 
 
-def _compile(algo: Any, config: Any, traced: tuple[str, ...], mesh: Any, mp: memory.MemoryPlan) -> Program:
+def _compile(ps: ProgramSpec, mesh: Any, mp: memory.MemoryPlan) -> Program:
     """The programs of one memory plan: all of a device's runs at once, or one group at a time."""
-    p = plan(algo)
+    algo, p = ps.learner, ps.plan
     size = mp.devices * mp.group  # runs on the devices at once
     rows = dev.run_sharding(mesh)
     # A grouped program maps over blocks even without --vmap-block (one block of the whole group), so that its
@@ -236,7 +226,7 @@ def _compile(algo: Any, config: Any, traced: tuple[str, ...], mesh: Any, mp: mem
         return make_chunk(sw.bind(algo, hparams), p.updates_per_chunk)(state)
 
     keys = jax.ShapeDtypeStruct((size, 2), np.uint32, sharding=rows)
-    hp = {k: jax.ShapeDtypeStruct((size,), hparam_dtype(config, k), sharding=rows) for k in traced}
+    hp = {k: jax.ShapeDtypeStruct((size,), sw.hparam_dtype(ps.config, k), sharding=rows) for k in ps.traced}
     t0 = time.perf_counter()
     init = PerDevice(per_run_map(init_one, block), mesh, (keys, hp))
     chunk = PerDevice(per_run_map(chunk_one, block, in_place=True), mesh, (init.out_info, hp), donate_first=True)
@@ -249,32 +239,21 @@ def _compile(algo: Any, config: Any, traced: tuple[str, ...], mesh: Any, mp: mem
                    Groups(chunk, size, mp.groups, whole, in_place=True), whole, compile_s, mp)
 
 
-def plan_memory(config: Any, traced: tuple[str, ...], runs: int, num_devices: int, block: int | None = None,
-                algo: Any = None) -> memory.MemoryPlan:
-    """The memory plan of ``runs`` runs from the train state's shapes alone (nothing compiled)."""
-    check_block(block)
-    dev.make_mesh(num_devices)  # raises if out of range
-    per_run = memory.tree_bytes(_abstract_state(algo or make_algorithm(config), traced, 1))
-    return memory.plan(config, per_run, runs, num_devices, block)
-
-
 @functools.lru_cache(maxsize=8)
-def compile_program(config: Any, traced: tuple[str, ...], runs: int, num_devices: int,
-                    block: int | None = None) -> Program:
-    """Plan the memory of ``runs`` runs of ``config`` with ``traced`` keys and compile (cached per process).
+def compile_program(ps: ProgramSpec) -> Program:
+    """Compile ``ps`` under its memory plan (cached per process by what the program depends on).
 
-    Raises :class:`jmarl.memory.OutOfMemory` when one run (or one ``block``) cannot fit a device: before
-    compiling when its state alone does not, after when the compiled chunk's temporaries do not."""
-    algo = make_algorithm(config)
-    mp = plan_memory(config, traced, runs, num_devices, block, algo)
-    mesh = dev.make_mesh(num_devices)
+    Raises :class:`jmarl.memory.OutOfMemory` when the compiled chunk's temporaries leave no group that fits
+    (the plan of the state alone was checked when the spec was made)."""
+    config, mp = ps.config, ps.memory
+    mesh = dev.make_mesh(ps.devices)
     total_s = 0.0
     while True:
         if mp.groups > 1 and jax.process_count() > 1:
             raise memory.OutOfMemory(f"{mp.line()}: training in groups through host memory runs in one process; "
                                      f"with several hosts, give each run less memory "
                                      f"({memory.shrink_hints(config)}) or use more devices")
-        prog = _compile(algo, config, traced, mesh, mp)
+        prog = _compile(ps, mesh, mp)
         total_s += prog.compile_s
         smaller = memory.refine(prog.memory, prog.memory.compiled)
         if smaller is None:
@@ -282,15 +261,3 @@ def compile_program(config: Any, traced: tuple[str, ...], runs: int, num_devices
         mp = dataclasses.replace(smaller, compiled=None)
     memory.check_fits(config, prog.memory)
     return dataclasses.replace(prog, compile_s=total_s)
-
-
-def abstract_state(config: Any, traced: tuple[str, ...], runs: int) -> Any:
-    """Shapes and dtypes of the train state of ``runs`` runs (traced, nothing compiled)."""
-    return _abstract_state(make_algorithm(config), traced, runs)
-
-
-def _abstract_state(algo: Any, traced: tuple[str, ...], runs: int) -> Any:
-    config = algo.config
-    keys = jax.ShapeDtypeStruct((runs, 2), np.uint32)
-    hp = {k: jax.ShapeDtypeStruct((runs,), hparam_dtype(config, k)) for k in traced}
-    return jax.eval_shape(jax.vmap(lambda k, h: sw.bind(algo, h).init(k)), keys, hp)

@@ -3,6 +3,9 @@
 Baselines are named presets of a seed algorithm's config, never separate code. Resolution order:
 the config class defaults (the paper's), then the env family's defaults, then the algorithm
 preset, then the user's overrides; the result is validated before anything compiles.
+
+This module knows the algorithms and nothing of how runs are planned or compiled: jmarl.core,
+jmarl.sweep and jmarl.spec sit above it.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from typing import Any
 import envs
 from jmarl.algos import dpo, lan, remix, tad_ppo
 from jmarl.config import ConfigError, suggest, validate
-from jmarl.core import Plan, plan
 
 # name -> (config class, learner class, env defaults by name prefix, preset overrides, description)
 ALGORITHMS: dict[str, tuple[type, type, dict, dict, str]] = {
@@ -76,6 +78,10 @@ def config_class(algo: str) -> type:
     return _lookup(algo)[0]
 
 
+def learner_class(algo: str) -> type:
+    return _lookup(algo)[1]
+
+
 def env_defaults(algo: str, env: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for prefix, values in _lookup(algo)[2].items():
@@ -100,18 +106,18 @@ def make_config(algo: str, env: str, **overrides: Any) -> Any:
 
 
 def make_algorithm(config: Any) -> Any:
-    learner = _lookup(config.algo)[1]
-    config = validate(config)
+    """The learner of ``config``, validated first (the library entry; jmarl.spec validates once itself and
+    calls :func:`build_learner`)."""
+    return build_learner(validate(config))
+
+
+def build_learner(config: Any) -> Any:
+    """The learner of an already validated ``config``."""
     try:
-        return learner(config)
+        return learner_class(config.algo)(config)
     except TypeError:
         check_env_builds(config.env)  # an env that needs constructor arguments says so as a ConfigError
         raise
-
-
-# ----- checks before compiling: the env, every program's learner and budget -----
-# Step counters are int32 inside the compiled program.
-MAX_PLANNED_STEPS = 2**31 - 1
 
 
 @functools.cache
@@ -124,37 +130,3 @@ def check_env_builds(env: str) -> None:
         raise ConfigError(f"environment {env!r} cannot be built from its name alone ({err}); it is for "
                           f"envs.make({env!r}, ...) in code. Named variants: "
                           f"{', '.join(n for n in envs.names() if n.startswith(env + '_')) or 'none'}") from None
-
-
-def check_budget(config: Any, p: Plan) -> None:
-    """At least one update, and a planned number of env steps the int32 step counter can hold."""
-    if config.total_steps < p.steps_per_update:
-        per_env = p.steps_per_update // config.num_envs
-        raise ConfigError(f"total_steps={config.total_steps} is less than one update: {config.algo} on {config.env} "
-                          f"collects {p.steps_per_update} env steps per update (num_envs={config.num_envs} x "
-                          f"{per_env} steps per env); use total_steps >= {p.steps_per_update} or smaller num_envs "
-                          f"or num_steps")
-    if p.total_steps > MAX_PLANNED_STEPS:
-        raise ConfigError(f"total_steps={config.total_steps} plans {p.total_steps} env steps per seed (whole chunks "
-                          f"of {p.updates_per_chunk} updates x {p.steps_per_update} steps), above the "
-                          f"int32 step counter's {MAX_PLANNED_STEPS}; use total_steps <= "
-                          f"{MAX_PLANNED_STEPS - p.updates_per_chunk * p.steps_per_update}")
-
-
-def check_run(config: Any, sweep: dict[str, tuple] | None = None) -> list[tuple[dict[str, Any], Plan]]:
-    """Validate every sweep point, build the learner of every program the run compiles (one per point of
-    the sweeps that change the program) and check its budget; returns (point, plan) per program.
-    Everything a learner checks when it is built (minibatch split, replay size and memory, env) is
-    checked here, before anything compiles."""
-    from jmarl import sweep as sw
-
-    traced, sequential = sw.split(config.algo, dict(sweep or {}))
-    for point in sw.grid({**sequential, **traced}):
-        validate(dataclasses.replace(config, **point))
-    plans = []
-    for point in sw.grid(sequential):
-        point_config = dataclasses.replace(config, **point)
-        p = plan(make_algorithm(point_config))
-        check_budget(point_config, p)
-        plans.append((point, p))
-    return plans

@@ -18,6 +18,12 @@ from typing import Any
 import numpy as np
 
 NON_EVAL = ("env_steps", "seed")
+# Evaluation keys in the order they are reported; each appears only where the algorithm and env define it.
+# ``_sequential``: TAD-PPO's sequential (coordination) policy beside its decentralised one; ``score``:
+# the matrix-game score of the greedy joint action (TAD-PPO on matrix games). Keys not listed here
+# are reported too, after these.
+EVAL_KEYS = ("return", "won", "optimality_gap", "score", "return_sequential", "won_sequential",
+             "optimality_gap_sequential", "score_sequential")
 
 
 def eval_keys(row: dict[str, Any], order: Sequence[str] = ()) -> list[str]:

@@ -31,18 +31,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from jmarl.config import ConfigError, field_types, parse_value, suggest
+from jmarl.config import ConfigError, field_types, parse_value
+from jmarl.registry import config_class, learner_class
 
 UNSWEEPABLE = ("algo", "env")
-
-
-def learner_class(algo: str) -> type:
-    from jmarl.registry import ALGORITHMS, algorithm_names
-
-    if algo not in ALGORITHMS:
-        raise ConfigError(f"unknown algorithm {algo!r}{suggest(algo, algorithm_names())}; "
-                          f"valid: {', '.join(algorithm_names())}")
-    return ALGORITHMS[algo][1]
 
 
 def traced_keys(algo: str) -> tuple[str, ...]:
@@ -52,8 +44,6 @@ def traced_keys(algo: str) -> tuple[str, ...]:
 
 def parse_sweeps(algo: str, items: Sequence[str]) -> dict[str, tuple]:
     """``["lr=1e-3,3e-4", "hidden_dim=32,64"]`` -> {"lr": (0.001, 0.0003), "hidden_dim": (32, 64)}."""
-    from jmarl.registry import config_class
-
     cls = config_class(algo)
     sweeps: dict[str, tuple] = {}
     for item in items:
@@ -75,8 +65,6 @@ def parse_sweeps(algo: str, items: Sequence[str]) -> dict[str, tuple]:
 
 def split(algo: str, sweeps: dict[str, tuple]) -> tuple[dict[str, tuple], dict[str, tuple]]:
     """(traced sweeps: one vmapped program, sequential sweeps: one program per value)."""
-    from jmarl.registry import config_class
-
     types_ = field_types(config_class(algo))
     declared = traced_keys(algo)
     traced, sequential = {}, {}
@@ -104,10 +92,13 @@ def point_name(point: dict[str, Any]) -> str:
     return "__".join(f"{k}={v}" for k, v in point.items())
 
 
+def hparam_dtype(config: Any, key: str) -> Any:
+    """A traced key's dtype inside the program: float32 for float fields, int32 for int ones."""
+    return np.float32 if field_types(type(config))[key] is float else np.int32
+
+
 def hparam_arrays(config: Any, points: list[dict[str, Any]], seeds: int) -> dict[str, np.ndarray]:
     """{key: [points * seeds]} with run r = point r // seeds; float32 for float fields, int32 for int."""
-    from jmarl.program import hparam_dtype
-
     return {key: np.repeat(np.array([p[key] for p in points], dtype=hparam_dtype(config, key)), seeds)
             for key in points[0]}
 

@@ -11,7 +11,8 @@ import pytest
 import jmarl
 from jmarl.checkpoint import CheckpointError, Checkpoints
 from jmarl.config import ConfigError
-from jmarl.runner import load_checkpoint, run
+from jmarl.run_dir import load_checkpoint
+from jmarl.runner import run
 
 # 4 chunks of one update each (32 env steps per update); small enough to compile in seconds.
 CONFIG = jmarl.make_config("ippo", "matrix_dpo4", total_steps=128, num_envs=4, num_steps=8, hidden_dim=8,

@@ -15,6 +15,7 @@ import pytest
 
 import jmarl
 import jmarl.program
+import jmarl.spec
 from jmarl import runner
 from jmarl.checkpoint import (
     EPISODE_FIELDS,
@@ -26,10 +27,11 @@ from jmarl.checkpoint import (
     without_replay,
 )
 from jmarl.offpolicy import OffPolicyConfig
-from jmarl.program import abstract_state
 from jmarl.registry import config_class
 from jmarl.replay import EpisodeBuffer
-from jmarl.runner import load_checkpoint, run
+from jmarl.run_dir import load_checkpoint
+from jmarl.runner import run
+from jmarl.spec import abstract_state
 
 # 8 chunks of one update: 4 envs x 10 steps of a 25-step env, so an env finishes an episode every 2.5 updates and
 # the buffer holds 4 complete episodes and 4 in progress at checkpoint 3. Resumed there with an empty buffer and new
@@ -233,7 +235,7 @@ def test_a_learner_without_a_buffer_is_unaffected(tmp_path):
                                hidden_dim=4, eval_episodes=1)  # 4 chunks of 4 updates
     lines = []
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(jmarl.program, "make_algorithm", Counter)
+        patch.setattr(jmarl.spec, "build_learner", Counter)
         jmarl.program.compile_program.cache_clear()
         try:
             run(config, seeds=2, out_dir=tmp_path / "full", log=lines.append, plots=False)

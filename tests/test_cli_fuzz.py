@@ -308,13 +308,13 @@ def test_check_prints_the_resolved_run_and_its_plan(capsys):
 
 def test_check_compiles_and_trains_nothing(capsys, monkeypatch):
     import experiments.run as cli
-    import jmarl.program
+    import jmarl.runner
 
     def forbidden(*args, **kwargs):
         raise AssertionError("--check must not compile or train")
 
-    monkeypatch.setattr(cli, "run", forbidden)
-    monkeypatch.setattr(jmarl.program, "compile_program", forbidden)
+    monkeypatch.setattr(cli, "execute", forbidden)
+    monkeypatch.setattr(jmarl.runner, "compile_program", forbidden)
     code, out, err = run_main(["--algo", "lan", "--env", "predator_prey", "--check"], capsys)
     assert (code, err) == (0, "") and json.loads(out)["config"]["algo"] == "lan"
 

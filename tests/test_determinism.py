@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import jmarl
-from jmarl.runner import seed_keys
+from jmarl.spec import seed_keys
 
 ON_POLICY = dict(num_envs=4, num_steps=16, hidden_dim=16, epochs=2, num_minibatches=2, eval_every=2, eval_episodes=2,
                  total_steps=4 * 16 * 4)  # 4 updates in 2 chunks

@@ -14,7 +14,8 @@ from jmarl.config import ConfigError
 from jmarl.policy import export_policy, load_policy
 from jmarl.registry import make_algorithm
 from jmarl.render import Episode, draw_frames, record_episode, render
-from jmarl.runner import load_checkpoint, run
+from jmarl.run_dir import load_checkpoint
+from jmarl.runner import run
 
 # The same tiny run as tests/test_checkpoint.py (one compiled program per process serves both).
 CONFIG = jmarl.make_config("ippo", "matrix_dpo4", total_steps=128, num_envs=4, num_steps=8, hidden_dim=8,

@@ -10,7 +10,7 @@ import pytest
 
 import jmarl
 from jmarl.core import make_train
-from jmarl.runner import seed_keys
+from jmarl.spec import seed_keys
 
 STEPS = 40_000
 SEEDS = 4

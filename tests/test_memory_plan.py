@@ -14,8 +14,9 @@ import envs
 import jmarl
 import jmarl.program
 from experiments import run as run_cli
-from jmarl import memory, runner
-from jmarl.program import abstract_state, compile_program
+from jmarl import memory, run_dir, runner
+from jmarl.program import compile_program
+from jmarl.spec import abstract_state, program_spec
 
 GIB = 2**30
 HOST = 2**50  # a host that holds every group between turns
@@ -124,7 +125,7 @@ def grouped_runs(tmp_path_factory):
 def same_results(a, b):
     for name in ("metrics.jsonl", "metrics.csv", "summary.json"):
         assert (a / name).read_text() == (b / name).read_text()
-    (_, x, _, _), (_, y, _, _) = (runner.load_checkpoint(d) for d in (a, b))
+    (_, x, _, _), (_, y, _, _) = (run_dir.load_checkpoint(d) for d in (a, b))
     leaves_x, leaves_y = jax.tree.leaves(x), jax.tree.leaves(y)
     assert len(leaves_x) == len(leaves_y) > 10
     for u, v in zip(leaves_x, leaves_y, strict=True):
@@ -175,7 +176,7 @@ def test_lan_chunk_holds_one_copy_of_the_replay_buffer():
     small fraction of the replay buffer: no second copy of it anywhere in the program."""
     config = jmarl.make_config("lan", "matrix_qtran", buffer_size=200_000, batch_size=8, num_envs=4, eval_every=2,
                                eval_episodes=4, total_steps=400)
-    prog = compile_program(config, (), 2, 1, None)
+    prog = compile_program(program_spec(config, (), 2, 1, None))
     c = prog.memory.compiled
     buffer = memory.tree_bytes(prog.abstract_state.buffer)
     assert buffer > 0.85 * memory.tree_bytes(prog.abstract_state)
@@ -231,7 +232,7 @@ def test_vmap_block_writes_blocks_in_place():
     block's state (plus activations), not the two more copies of every run's state lax.map made."""
     config = jmarl.make_config("vdn", "matrix_qtran", **GROUPED)
     jmarl.program.compile_program.cache_clear()
-    prog = compile_program(config, (), 4, 1, 2)
+    prog = compile_program(program_spec(config, (), 4, 1, 2))
     state = memory.tree_bytes(prog.abstract_state)
     c, init = prog.memory.compiled, memory.analysis(prog.init.executables[0])
     jmarl.program.compile_program.cache_clear()

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-from jmarl import runner
+from jmarl import run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--algo", "ippo", "--env", "matrix_dpo4", "--seeds", "8", "--total-steps", "64", "--vmap-block", "2",
@@ -58,8 +58,8 @@ def test_two_hosts_equal_one_device(tmp_path):
     for name in RESULTS:
         assert (tmp_path / "multi" / name).read_text() == (tmp_path / "single" / name).read_text(), name
     # The checkpoint both hosts wrote together restores here (one process, one device) to the same state.
-    _, multi, _, record_multi = runner.load_checkpoint(tmp_path / "multi")
-    _, ref, _, record_single = runner.load_checkpoint(tmp_path / "single")
+    _, multi, _, record_multi = run_dir.load_checkpoint(tmp_path / "multi")
+    _, ref, _, record_single = run_dir.load_checkpoint(tmp_path / "single")
     assert record_multi["env_steps"] == record_single["env_steps"] == 64
     leaves_multi, leaves_ref = jax.tree.leaves(multi), jax.tree.leaves(ref)
     assert len(leaves_multi) == len(leaves_ref) > 10

@@ -21,9 +21,12 @@ import pytest
 
 import jmarl
 import jmarl.program
+import jmarl.spec
 from jmarl.checkpoint import CheckpointError, Checkpoints, fingerprint, is_complete
 from jmarl.core import make_chunk
-from jmarl.runner import Interrupted, NonFiniteError, first_nonfinite, load_checkpoint, run, run_identity, seed_keys
+from jmarl.run_dir import load_checkpoint
+from jmarl.runner import Interrupted, NonFiniteError, first_nonfinite, run
+from jmarl.spec import run_identity, seed_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,7 +81,7 @@ FAKE_CONFIG = jmarl.make_config("dpo", "matrix_dpo4", total_steps=160, eval_ever
 
 @pytest.fixture
 def fake_learner(monkeypatch):
-    monkeypatch.setattr(jmarl.program, "make_algorithm", Diverging)
+    monkeypatch.setattr(jmarl.spec, "build_learner", Diverging)
     jmarl.program.compile_program.cache_clear()
     yield
     jmarl.program.compile_program.cache_clear()

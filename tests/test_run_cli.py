@@ -143,7 +143,7 @@ def test_bad_presets_exit_2(argv, needle, capsys):
 def test_library_runs_refuse_seeds_outside_32_bits():
     """PRNGKey keeps 32 bits, so seed 2**32 would silently repeat seed 0: refused from code as from the CLI."""
     from jmarl.config import ConfigError
-    from jmarl.runner import RunOptions
+    from jmarl.spec import RunOptions
 
     RunOptions(base_seed=2**32 - 1).check()
     for bad in (-1, 2**32):

@@ -25,7 +25,7 @@ SCRIPT = textwrap.dedent("""
     import jax
     import numpy as np
     import jmarl
-    from jmarl import devices, runner
+    from jmarl import devices, run_dir, runner, spec
 
     out = sys.argv[1]
     assert len(jax.devices()) == 4, jax.devices()
@@ -36,11 +36,11 @@ SCRIPT = textwrap.dedent("""
     runner.run(config, seeds=6, out_dir=out + "/d1", devices=1, vmap_block=2, **quiet)
     mesh = devices.make_mesh(4)
     padded = devices.padded_size(6, mesh)
-    leaf = devices.put_runs(devices.pad_runs(np.asarray(runner.seed_keys(0, 6)), padded), mesh)
+    leaf = devices.put_runs(devices.pad_runs(np.asarray(spec.seed_keys(0, 6)), padded), mesh)
     print(json.dumps({"padded": padded, "devices": len(leaf.sharding.device_set),
                       "shard_rows": leaf.addressable_shards[0].data.shape[0]}))
     for name in ("d4", "d1"):
-        _, state, _, _ = runner.load_checkpoint(out + "/" + name)
+        _, state, _, _ = run_dir.load_checkpoint(out + "/" + name)
         np.savez(out + "/" + name + ".npz", *jax.tree.leaves(state))
 """)
 

@@ -112,10 +112,11 @@ def test_shape_keys_run_one_program_each(tmp_path, monkeypatch):
     """A sweep over num_envs (shapes) and lr (traced): one program per num_envs, each with both lr points."""
     calls = []
 
-    def fake_program(config, traced, out, opts, log, resume):
-        calls.append((config.num_envs, dict(traced), out.relative_to(tmp_path).as_posix()))
+    def fake_program(spec, program, log):
+        config = program.config
+        calls.append((config.num_envs, dict(spec.traced), spec.program_dir(program).relative_to(tmp_path).as_posix()))
         summary = {"per_seed": [], "mean": {"return": float(config.num_envs)}, "ci95": {"return": [0.0, 1.0]}}
-        return {"sweep": [{"point": p, **summary} for p in sw.grid(traced)]}
+        return {"sweep": [{"point": p, **summary} for p in sw.grid(spec.traced)]}
 
     monkeypatch.setattr(runner, "_run_program", fake_program)
     lines = []

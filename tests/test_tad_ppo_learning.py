@@ -1,7 +1,7 @@
 """TAD-PPO against MAPPO on the paper's didactic games (tad_ppo.md §6.1 Fig. 2-3, App. E Fig. 14).
 
 The settings (ours: the paper gives none for these games) live in experiments/tad_didactic.py, which
-also writes the per-seed numbers quoted in the README.
+also writes the per-seed numbers quoted in docs/reproducing.md.
 """
 
 import sys
