@@ -15,6 +15,15 @@ import jax.numpy as jnp
 
 from envs import MultiAgentEnv
 
+# Folded into the train state's key to make the evaluation's key; every recorded evaluation depends on it.
+EVAL_SALT = 0x5EED
+
+
+def evaluation_key(train_key: jax.Array) -> jax.Array:
+    """The evaluation's key, derived from the train state's key without splitting it: evaluating leaves
+    the training's random stream untouched, so a run trains the same whatever its evaluation schedule."""
+    return jax.random.fold_in(train_key, EVAL_SALT)
+
 
 def evaluate_greedy(
     env: MultiAgentEnv,

@@ -12,6 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jmarl.masks import mask_actions
+
 SMALL_HEAD = nn.initializers.variance_scaling(0.01, "fan_in", "truncated_normal")
 
 
@@ -61,7 +63,7 @@ class ActorCritic(nn.Module):
     carry, returned in both slots of the carry pair.
 
     Returns (new carries, action logits with unavailable actions masked, value). Logits of masked
-    actions are a large negative number rather than -inf so that probabilities and KLs stay finite.
+    actions are :data:`jmarl.masks.MASKED`, large and finite, so that probabilities and KLs stay finite.
     """
 
     num_actions: int
@@ -85,13 +87,14 @@ class ActorCritic(nn.Module):
             actor_carry, a = torso(k)(carry if gru_shared else carries[0], x, reset)  # no GRU: carry passes
             critic_carry, c = torso(k)(carry if gru_shared else carries[1], x, reset)
         logits = nn.Dense(self.num_actions, kernel_init=SMALL_HEAD)(a)
-        logits = jnp.where(avail, logits, -1e9)
+        logits = mask_actions(logits, avail)
         value = nn.Dense(1)(c)[..., 0]
         return (actor_carry, critic_carry), logits, value
 
 
-def masked_log_softmax(logits: jax.Array) -> jax.Array:
-    return jax.nn.log_softmax(logits, axis=-1)
+# Categorical KL and entropy from log-probabilities the learners already hold. Not distrax's
+# Categorical: it log-softmaxes its logits when built and again inside kl_divergence / entropy, so its
+# results agree only to float32 rounding, not bit for bit (tests/test_dpo_loss.py compares the two).
 
 
 def categorical_kl(logp_old: jax.Array, logp_new: jax.Array) -> jax.Array:
@@ -100,4 +103,5 @@ def categorical_kl(logp_old: jax.Array, logp_new: jax.Array) -> jax.Array:
 
 
 def categorical_entropy(logp: jax.Array) -> jax.Array:
+    """Entropy over the last axis from log-probabilities (masked actions have p=0 and add nothing)."""
     return -jnp.sum(jnp.exp(logp) * logp, axis=-1)

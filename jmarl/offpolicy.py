@@ -13,7 +13,7 @@ Contract for a learner (subclass :class:`OffPolicyLearner`):
   :class:`jmarl.replay.Episodes` of ``batch_size`` whole episodes (batch-major: [B, T(+1), ...]);
   ``hparams`` the dict of traced hyperparameters (``state.hparams``); ``stats`` a dict of scalars.
   Helpers: :meth:`agent_qs` (Q-values over an episode batch), :func:`greedy`, :func:`take`,
-  :func:`td_lambda_targets`, :func:`masked_mean`.
+  :func:`td_lambda_targets`, :func:`jmarl.masks.masked_mean`.
 - ``SWEEPABLE``: config fields read only from ``state.hparams`` (built from the config by ``init``), never
   in Python control flow or shapes; they are the learner's ``sweepable`` keys (jmarl.sweep's contract:
   the runner rebuilds the learner with traced values, so ``init`` puts them in ``state.hparams`` and a
@@ -53,10 +53,10 @@ from flax import struct
 import envs
 from jmarl import replay
 from jmarl.config import CommonConfig, ConfigError, field
-from jmarl.evaluate import evaluate_greedy
+from jmarl.evaluate import evaluate_greedy, evaluation_key
+from jmarl.masks import mask_actions
 from jmarl.networks import gru_cell
-
-NEG = -1e9  # Q of an unavailable action when taking maxima
+from jmarl.optim import gradient_step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,7 +135,7 @@ def previous_actions(actions: jax.Array) -> jax.Array:
 
 def greedy(q: jax.Array, avail: jax.Array) -> jax.Array:
     """Argmax over available actions (last axis)."""
-    return jnp.argmax(jnp.where(avail, q, NEG), axis=-1).astype(jnp.int32)
+    return jnp.argmax(mask_actions(q, avail), axis=-1).astype(jnp.int32)
 
 
 def take(q: jax.Array, actions: jax.Array) -> jax.Array:
@@ -178,13 +178,19 @@ def td_lambda_targets(reward: jax.Array, terminated: jax.Array, mask: jax.Array,
     return jnp.swapaxes(g, 0, 1)
 
 
-def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
-    m = mask.astype(x.dtype)
-    return (x * m).sum() / jnp.maximum(m.sum(), 1.0)
+def crossed_multiple(before: jax.Array, after: jax.Array, period: int) -> jax.Array:
+    """Whether a counter going from ``before`` to ``after`` reached a new multiple of ``period``."""
+    return after // period > before // period
 
 
-def _select(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
-    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
+def copy_target(copy: jax.Array, params: Any, target_params: Any) -> Any:
+    """Hard target update: ``params`` where ``copy`` holds, else ``target_params``.
+
+    Not ``optax.periodic_update``: that copies when a step counter is a multiple of the period, while the
+    episode-based copy fires when the count of completed episodes *crosses* a multiple, and one update can
+    finish several episodes and jump past it (:func:`crossed_multiple`).
+    """
+    return jax.tree.map(lambda a, b: jnp.where(copy, a, b), params, target_params)
 
 
 # ----- the learner base -------------------------------------------------------------------------
@@ -330,20 +336,18 @@ class OffPolicyLearner:
         """``train_steps`` gradient steps, each on ``batch_size`` sampled episodes; skipped (params and
         optimiser untouched) until the buffer holds ``batch_size`` complete episodes."""
         cfg = self.config
-        grad_fn = jax.value_and_grad(self.loss, has_aux=True)
         ready = state.buffer.num_complete >= cfg.batch_size
 
-        def gradient_step(carry, key):
+        def train_step(carry, key):
             params, opt_state = carry
             k_sample, k_loss = jax.random.split(key)
             batch = replay.sample(state.buffer, k_sample, cfg.batch_size)
 
             def do(_):
-                (loss, stats), grads = grad_fn(params, state.target_params, batch, state.hparams, k_loss)
-                updates, new_opt = self.tx.update(grads, opt_state, params)
-                updates = jax.tree.map(lambda u: -state.hparams["lr"] * u, updates)
-                stats = {"loss": loss, "grad_norm": optax.global_norm(grads), **stats}  # before clipping
-                return (optax.apply_updates(params, updates), new_opt), stats
+                new_params, new_opt, loss, stats, grad_norm = gradient_step(
+                    self.loss, self.tx, params, opt_state, state.target_params, batch, state.hparams, k_loss,
+                    lr=state.hparams["lr"])
+                return (new_params, new_opt), {"loss": loss, "grad_norm": grad_norm, **stats}  # norm before clipping
 
             def skip(_):
                 shapes = jax.eval_shape(do, None)[1]
@@ -352,7 +356,7 @@ class OffPolicyLearner:
             return jax.lax.cond(ready, do, skip, None)
 
         key, k_train = jax.random.split(state.key)
-        (params, opt_state), stats = jax.lax.scan(gradient_step, (state.params, state.opt_state),
+        (params, opt_state), stats = jax.lax.scan(train_step, (state.params, state.opt_state),
                                                   jax.random.split(k_train, cfg.train_steps))
         state = state.replace(params=params, opt_state=opt_state, key=key,
                               grad_steps=state.grad_steps + ready.astype(jnp.int32) * cfg.train_steps)
@@ -362,9 +366,8 @@ class OffPolicyLearner:
         episodes_before = state.episodes
         state, collect_stats = self.collect(state)
         state, learn_stats = self.learn(state)
-        k = self.config.target_update_episodes
-        copy = state.episodes // k > episodes_before // k
-        state = state.replace(target_params=_select(copy, state.params, state.target_params),
+        copy = crossed_multiple(episodes_before, state.episodes, self.config.target_update_episodes)
+        state = state.replace(target_params=copy_target(copy, state.params, state.target_params),
                               update_count=state.update_count + 1)
         metrics = {**collect_stats, **learn_stats, "buffer_episodes": state.buffer.num_complete.astype(jnp.float32),
                    "target_copy": copy.astype(jnp.float32)}
@@ -372,7 +375,7 @@ class OffPolicyLearner:
 
     def evaluate(self, state: OffPolicyState) -> dict[str, jax.Array]:
         cfg = self.config
-        key = jax.random.fold_in(state.key, 0x5EED)
+        key = evaluation_key(state.key)
 
         def policy(carry, obs, avail, reset):
             return self.act(state.params, carry, obs, avail, reset)

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from jmarl.config import ConfigError
+from jmarl.masks import masked_mean
 from jmarl.returns import normalise
 
 RolloutCarry = tuple[Any, Any, Any, jax.Array]  # (env_state, timestep, policy carries, episode_start)
@@ -65,26 +66,11 @@ def active_steps(traj: dict[str, jax.Array]) -> jax.Array | None:
     return traj.get("active")
 
 
-def masked_mean(x: jax.Array, active: jax.Array | None, axis: int | tuple[int, ...] | None = None,
-                keepdims: bool = False) -> jax.Array:
-    """Mean of ``x`` over the entries where ``active`` (broadcast to ``x``) holds, 0 where none does.
-
-    ``active=None`` is the plain mean. Inactive entries are selected away, not multiplied by 0, so
-    whatever they hold (even inf or nan) reaches neither the value nor the gradient; with every entry
-    active the result is the plain mean bit for bit (the same sum divided by the same count).
-    """
-    if active is None:
-        return x.mean(axis=axis, keepdims=keepdims)
-    active = jnp.broadcast_to(active, x.shape)
-    total = jnp.where(active, x, jnp.zeros_like(x)).sum(axis=axis, keepdims=keepdims)
-    count = active.sum(axis=axis, keepdims=keepdims, dtype=jnp.int32).astype(x.dtype)
-    return total / jnp.maximum(count, 1)
-
-
 def masked_normalise(x: jax.Array, active: jax.Array | None, axis: int | tuple[int, ...] | None = None,
                      eps: float = 1e-8) -> jax.Array:
-    """Zero-mean unit-variance along ``axis`` with the statistics of the active entries only; inactive
-    entries come out as 0. ``active=None`` is :func:`jmarl.returns.normalise`."""
+    """Zero-mean unit-variance along ``axis`` with the statistics of the active entries only
+    (:func:`jmarl.masks.masked_mean`); inactive entries come out as 0. ``active=None`` is
+    :func:`jmarl.returns.normalise`."""
     if active is None:
         return normalise(x, axis=axis, eps=eps)
     active = jnp.broadcast_to(active, x.shape)

@@ -18,6 +18,7 @@ import jmarl
 from envs.predator_prey import STAY
 from envs.smax import SMAX, STOP_ACTION
 from jmarl import onpolicy
+from jmarl.masks import masked_mean
 
 LEFT = 3  # SMAX: 0 up, 1 right, 2 down, 3 left
 
@@ -116,16 +117,16 @@ def test_smax_agent_that_dies_is_active_on_its_last_step_only(smax_wall_episode)
 def test_masked_mean_and_normalise_by_hand():
     x = jnp.array([[1.0, 10.0], [3.0, 1e30], [5.0, -4.0]])
     active = jnp.array([[True, False], [True, False], [False, True]])
-    np.testing.assert_allclose(onpolicy.masked_mean(x, active, axis=0), [2.0, -4.0])
-    np.testing.assert_allclose(onpolicy.masked_mean(x, active), (1 + 3 - 4) / 3)
-    np.testing.assert_array_equal(onpolicy.masked_mean(x, jnp.zeros_like(active), axis=0), [0.0, 0.0])
+    np.testing.assert_allclose(masked_mean(x, active, axis=0), [2.0, -4.0])
+    np.testing.assert_allclose(masked_mean(x, active), (1 + 3 - 4) / 3)
+    np.testing.assert_array_equal(masked_mean(x, jnp.zeros_like(active), axis=0), [0.0, 0.0])
     # column 0: active 1 and 3 (mean 2, std 1); column 1: only -4 (std 0, so 0 after centring)
     np.testing.assert_allclose(onpolicy.masked_normalise(x, active, axis=0, eps=0.0 + 1e-8),
                                [[-1.0, 0.0], [1.0, 0.0], [0.0, 0.0]], atol=1e-6)
     none = onpolicy.masked_normalise(x, jnp.zeros_like(active), axis=0)
     np.testing.assert_array_equal(none, np.zeros((3, 2)))
     # the gradient reaches the active entries only, each with weight 1 / count
-    grad = jax.grad(lambda v: onpolicy.masked_mean(v, active, axis=0).sum())(x)
+    grad = jax.grad(lambda v: masked_mean(v, active, axis=0).sum())(x)
     np.testing.assert_array_equal(grad, [[0.5, 0.0], [0.5, 0.0], [0.0, 1.0]])
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import jmarl
+from jmarl.masks import mask_actions
 from jmarl.networks import categorical_entropy, categorical_kl
 
 T, E, N, A = 3, 2, 2, 2  # hallway: 2 agents, 2 actions
@@ -63,6 +64,26 @@ def test_masked_action_contributes_nothing_and_stays_finite():
     g = grad(new_logits)
     assert np.all(np.isfinite(g))
     assert g[2] == 0.0
+
+
+def test_distrax_categorical_agrees_on_masked_logits():
+    """distrax (a dev-only dependency) is the library form of these functions. On logits masked with
+    MASKED it agrees to float32 rounding and gives no NaN, but not bit for bit: it log-softmaxes again inside
+    kl_divergence and entropy, so jmarl keeps its own (bitwise-stable training numbers)."""
+    distrax = pytest.importorskip("distrax")
+    rng = np.random.default_rng(0)
+    avail = jnp.asarray(rng.random((256, 7)) < 0.5).at[:, 0].set(True)
+    old_logits, new_logits = (mask_actions(jnp.asarray(3 * rng.normal(size=(256, 7)), jnp.float32), avail)
+                              for _ in range(2))
+    old, new = jax.nn.log_softmax(old_logits), jax.nn.log_softmax(new_logits)
+    d_old, d_new = distrax.Categorical(logits=old_logits), distrax.Categorical(logits=new_logits)
+    ours = {"kl": categorical_kl(old, new), "entropy": categorical_entropy(new)}
+    theirs = {"kl": d_old.kl_divergence(d_new), "entropy": d_new.entropy()}
+    for k in ours:
+        assert np.isfinite(ours[k]).all() and np.isfinite(theirs[k]).all()
+        np.testing.assert_allclose(ours[k], theirs[k], rtol=1e-5, atol=1e-5)
+    actions = jnp.zeros(256, jnp.int32)  # action 0 is available everywhere
+    np.testing.assert_array_equal(d_new.log_prob(actions), new[:, 0])
 
 
 # ----- eq. 21: adapting the betas --------------------------------------------------------------

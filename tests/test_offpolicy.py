@@ -11,12 +11,14 @@ import pytest
 import jmarl
 from jmarl import replay
 from jmarl.config import ConfigError
+from jmarl.masks import masked_mean
 from jmarl.offpolicy import (
     agent_inputs,
+    copy_target,
+    crossed_multiple,
     epsilon_greedy,
     greedy,
     linear_epsilon,
-    masked_mean,
     previous_actions,
     td_lambda_targets,
 )
@@ -115,6 +117,27 @@ def test_epsilon_greedy_respects_available_actions():
     half = np.asarray(act(jax.random.PRNGKey(2), q, avail, 0.5))
     # a random action differs from the greedy one w.p. 1/2 (agent 0: 2 available) or 3/4 (agent 1)
     np.testing.assert_allclose((half != np.asarray(greedy(q, avail))).mean(), 0.5 * (0.5 + 0.75) / 2, atol=0.02)
+
+
+# ----- target copies ---------------------------------------------------------------------------
+
+
+def test_a_copy_is_due_when_the_episode_count_crosses_a_multiple():
+    """Counts jump by several episodes per update: 198 -> 203 crosses 200 without landing on it, which a
+    "count % period == 0" rule (optax.periodic_update) would miss."""
+    before = jnp.asarray([0, 198, 199, 200, 200, 390], jnp.int32)
+    after = jnp.asarray([5, 203, 200, 200, 399, 401], jnp.int32)
+    np.testing.assert_array_equal(crossed_multiple(before, after, 200), [False, True, True, False, False, True])
+    np.testing.assert_array_equal(jnp.mod(after, 200) == 0, [False, False, True, True, False, False])
+
+
+def test_copy_target_selects_whole_trees():
+    params = {"w": jnp.arange(3.0), "b": jnp.ones(())}
+    target = {"w": -jnp.arange(3.0), "b": jnp.zeros(())}
+    for copy, want in ((True, params), (False, target)):
+        got = copy_target(jnp.asarray(copy), params, target)
+        for k in params:
+            np.testing.assert_array_equal(got[k], want[k])
 
 
 # ----- collection, learning gates, counts, targets ---------------------------------------------

@@ -262,6 +262,25 @@ def test_loss_matches_a_step_by_step_reference(algo_name):
         assert 0 < float(stats["weight"]) < 1  # the weighting is active in this batch
 
 
+def test_padded_steps_without_available_actions_leave_loss_and_gradients_finite():
+    """The buffer pads an episode's tail with no available action; ReMIX's Boltzmann policy there must not
+    be NaN (a softmax over only -inf), or NaN * 0 reaches the agents' and the mixer's gradients."""
+    algo = jmarl.make_algorithm(jmarl.make_config("remix", "mpe_line_control", **SMALL))
+    params = algo.init_params(jax.random.PRNGKey(0))
+    batch = synthetic_batch(algo.spec, 3)
+    t = np.arange(batch.avail.shape[1])
+    lengths = np.asarray(batch.mask).sum(1)
+    padded = batch.replace(avail=batch.avail & jnp.asarray(t[None, :] <= lengths[:, None])[..., None, None])
+    assert not np.asarray(padded.avail).any(-1).all()  # some observations have no available action
+    grad_fn = jax.jit(jax.value_and_grad(algo.loss, has_aux=True))
+    (loss, _), grads = grad_fn(params, params, padded, algo.hparams(), jax.random.PRNGKey(0))
+    (ref_loss, _), ref_grads = grad_fn(params, params, batch, algo.hparams(), jax.random.PRNGKey(0))
+    assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
+    assert float(loss) == float(ref_loss)  # padded steps never count
+    for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads), strict=True):
+        np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6)
+
+
 def test_sweepable_keys_reach_the_state_as_traced_values():
     """jmarl.sweep's contract: declared keys are rebuilt into the learner as traced values and read only
     through ``state.hparams``; shape-changing keys are not declared."""

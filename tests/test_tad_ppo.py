@@ -11,8 +11,8 @@ import pytest
 
 import jmarl
 from envs.matrix import named_matrix_game
-from jmarl.algos.tad_ppo import TrainState, ValueNorm, decentralise_tabular, virtual_gae
-from jmarl.returns import gae
+from jmarl.algos.tad_ppo import TrainState, decentralise_tabular
+from jmarl.returns import ValueNorm, gae, virtual_gae
 
 TINY = dict(num_envs=4, num_steps=24, hidden_dim=8, epochs=1, attn_heads=2, attn_dim=3)
 

@@ -35,8 +35,10 @@ from flax import struct
 import envs
 from jmarl import onpolicy
 from jmarl.config import CommonConfig, ConfigError, field
-from jmarl.evaluate import evaluate_greedy
+from jmarl.evaluate import evaluate_greedy, evaluation_key
+from jmarl.masks import masked_mean
 from jmarl.networks import ActorCritic, categorical_entropy, categorical_kl
+from jmarl.optim import gradient_step
 from jmarl.returns import gae
 
 
@@ -251,7 +253,7 @@ class DPO:
         logp_old_a = jnp.take_along_axis(traj["logp"], act, -1)[..., 0]
         ratio = jnp.exp(logp_a - logp_old_a)
         kl = categorical_kl(traj["logp"], logp)  # exact, per state: [T, E, N]
-        mean = lambda x: onpolicy.masked_mean(x, active, axis=(0, 1))  # noqa: E731  -> per agent [N]
+        mean = lambda x: masked_mean(x, active, axis=(0, 1))  # noqa: E731  -> per agent [N]
         if cfg.clip > 0:
             surrogate = jnp.minimum(ratio * adv, jnp.clip(ratio, 1 - cfg.clip, 1 + cfg.clip) * adv)
         else:
@@ -268,7 +270,7 @@ class DPO:
             v_err = jnp.maximum(v_err, jnp.square(clipped - targets))
         value_loss = 0.5 * mean(v_err)
         total = jnp.sum(-objective + value_loss)
-        return total, {"value_loss": value_loss.mean(), "kl": onpolicy.masked_mean(kl, active),
+        return total, {"value_loss": value_loss.mean(), "kl": masked_mean(kl, active),
                        "entropy": entropy.mean()}
 
     def adapt_betas(self, betas: jax.Array, kl_per_state: jax.Array, active: jax.Array | None = None) -> jax.Array:
@@ -280,11 +282,11 @@ class DPO:
         cfg = self.config
         if not cfg.adapt_betas:
             return betas
-        kl_mean = onpolicy.masked_mean(kl_per_state, active, axis=(0, 1))  # [N]
-        sqrt_mean = onpolicy.masked_mean(jnp.sqrt(kl_per_state + cfg.kl_floor), active, axis=(0, 1))
+        kl_mean = masked_mean(kl_per_state, active, axis=(0, 1))  # [N]
+        sqrt_mean = masked_mean(jnp.sqrt(kl_per_state + cfg.kl_floor), active, axis=(0, 1))
         seen = None if active is None else active.any(axis=(0, 1))  # [N]: agents with an active step
         if cfg.beta_shared:
-            kl_mean, sqrt_mean = (jnp.full_like(m, onpolicy.masked_mean(m, seen)) for m in (kl_mean, sqrt_mean))
+            kl_mean, sqrt_mean = (jnp.full_like(m, masked_mean(m, seen)) for m in (kl_mean, sqrt_mean))
             seen = None if seen is None else jnp.full_like(seen, seen.any())
         measure = jnp.stack([sqrt_mean if cfg.sqrt_target else kl_mean, kl_mean], axis=1)
         target = jnp.array([jnp.sqrt(cfg.d_target) if cfg.sqrt_target else cfg.d_target, cfg.d_target])
@@ -302,22 +304,16 @@ class DPO:
                            traj["terminated"][..., None], traj["done"][..., None], cfg.gamma, cfg.gae_lambda)
         active = onpolicy.active_steps(traj)
         adv = onpolicy.masked_normalise(adv, active, axis=(0, 1))  # per agent over the (active) batch
-        grad_fn = jax.grad(self.loss, has_aux=True)
-
-        def apply_grads(params, opt_state, grads):
-            if cfg.share_params:
-                updates, opt_state = self.tx.update(grads, opt_state, params)
-            else:  # per-agent clipping and Adam: agents stay independent learners
-                updates, opt_state = jax.vmap(self.tx.update)(grads, opt_state, params)
-            return optax.apply_updates(params, updates), opt_state
 
         def minibatch(carry, idx):
             params, opt_state = carry
             take = lambda x: jnp.take(x, idx, axis=1)  # noqa: E731  envs are axis 1 of [T, E, ...]
             c0 = jax.tree.map(lambda c: jnp.take(c, idx, axis=1), carries0)  # carries are [N, E, H]
-            grads, stats = grad_fn(params, state.betas, c0, jax.tree.map(take, traj), take(adv), take(targets))
-            stats = {**stats, "grad_norm": optax.global_norm(grads)}  # before clipping, all agents
-            return apply_grads(params, opt_state, grads), stats
+            # independent parameters: per-agent clipping and Adam, so agents stay independent learners
+            params, opt_state, _, stats, grad_norm = gradient_step(
+                self.loss, self.tx, params, opt_state, state.betas, c0, jax.tree.map(take, traj), take(adv),
+                take(targets), per_agent=not cfg.share_params)
+            return (params, opt_state), {**stats, "grad_norm": grad_norm}  # norm before clipping, all agents
 
         key, k_epochs = jax.random.split(state.key)
         (params, opt_state), stats = onpolicy.minibatch_epochs(state.params, state.opt_state, k_epochs, cfg.epochs,
@@ -328,7 +324,7 @@ class DPO:
             logp_new, _ = self._replay(params, carries0, traj)
             kl_final = categorical_kl(traj["logp"], logp_new)
             betas = self.adapt_betas(state.betas, kl_final, active)
-            metrics["kl_final"] = onpolicy.masked_mean(kl_final, active)
+            metrics["kl_final"] = masked_mean(kl_final, active)
         metrics.update(beta_sqrt=betas[:, 0].mean(), beta_kl=betas[:, 1].mean())
         state = state.replace(params=params, opt_state=opt_state, betas=betas, key=key,
                               update_count=state.update_count + 1)
@@ -352,7 +348,7 @@ class DPO:
 
     def evaluate(self, state: TrainState) -> dict[str, jax.Array]:
         cfg = self.config
-        key = jax.random.fold_in(state.key, 0x5EED)
+        key = evaluation_key(state.key)
 
         def policy(carries, obs, avail, reset):
             return self.act(state.params, carries, obs, avail, reset, greedy=True)

@@ -50,17 +50,20 @@ import optax
 
 from jmarl import replay
 from jmarl.config import field
+from jmarl.masks import masked_mean
 from jmarl.offpolicy import (
     OffPolicyConfig,
     OffPolicyLearner,
     OffPolicyState,
     agent_inputs,
+    copy_target,
+    crossed_multiple,
     greedy,
-    masked_mean,
     previous_actions,
     take,
     td_lambda_targets,
 )
+from jmarl.optim import gradient_step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,10 +146,6 @@ def lan_targets(reward: jax.Array, terminated: jax.Array, mask: jax.Array, adv_n
 def lan_td_loss(q_taken: jax.Array, y: jax.Array, mask: jax.Array) -> jax.Array:
     """Mean of (Q~_a - y_a)^2 over agents and valid steps: q_taken, y [B, T, N], mask [B, T]."""
     return masked_mean(jnp.square(q_taken - y), jnp.broadcast_to(mask[..., None], q_taken.shape))
-
-
-def _select(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
-    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
 
 # ----- the learner ------------------------------------------------------------------------------
@@ -243,28 +242,28 @@ class LAN(OffPolicyLearner):
         ``batch_size`` sampled episodes; target copies after every ``target_update_updates``-th step."""
         cfg, hp = self.config, state.hparams
         count = jnp.where(state.buffer.num_complete >= cfg.batch_size, count, 0)
-        grad_fn = jax.value_and_grad(self.loss, has_aux=True)
         period = cfg.target_update_updates
         key, k_train = jax.random.split(state.key)
 
-        def gradient_step(params, opt_state, target, key):
+        def learn_on_batch(params, opt_state, target, key):
             k_sample, k_loss = jax.random.split(key)
             batch = replay.sample(state.buffer, k_sample, cfg.batch_size)
-            (loss, stats), grads = grad_fn(params, target, batch, hp, k_loss)
-            updates, opt_state = self.tx.update(grads, opt_state, params)
-            updates = jax.tree.map(lambda u: -hp["lr"] * u, updates)
-            stats = {"loss": loss, "grad_norm": optax.global_norm(grads), **stats}  # before clipping
-            return optax.apply_updates(params, updates), opt_state, stats
+            params, opt_state, loss, stats, grad_norm = gradient_step(self.loss, self.tx, params, opt_state, target,
+                                                                      batch, hp, k_loss, lr=hp["lr"])
+            return params, opt_state, {"loss": loss, "grad_norm": grad_norm, **stats}  # norm before clipping
 
-        stat_shapes = jax.eval_shape(gradient_step, state.params, state.opt_state, state.target_params, k_train)[2]
+        stat_shapes = jax.eval_shape(learn_on_batch, state.params, state.opt_state, state.target_params, k_train)[2]
         zeros = {k: jnp.zeros(s.shape, s.dtype) for k, s in stat_shapes.items()}
 
         def body(carry):
             i, params, opt_state, target, steps, copies, sums = carry
-            params, opt_state, stats = gradient_step(params, opt_state, target, jax.random.fold_in(k_train, i))
+            params, opt_state, stats = learn_on_batch(params, opt_state, target, jax.random.fold_in(k_train, i))
             steps = steps + 1
-            copy = (steps % period == 0) if period > 0 else jnp.asarray(False)
-            target = _select(copy, params, target)
+            if period > 0:  # the step counter moves by one, so "a multiple of the period" is exactly optax's rule
+                copy = steps % period == 0
+                target = optax.periodic_update(params, target, steps, period)
+            else:
+                copy = jnp.asarray(False)
             sums = {k: sums[k] + stats[k] for k in sums}
             return i + 1, params, opt_state, target, steps, copies + copy.astype(jnp.int32), sums
 
@@ -288,9 +287,8 @@ class LAN(OffPolicyLearner):
         state, collect_stats = self.collect(state)
         state, learn_stats = self.learn_steps(state, self.gradient_steps_due(episodes_before, state.episodes))
         if self.config.target_update_updates == 0:
-            k = self.config.target_update_episodes
-            copy = state.episodes // k > episodes_before // k
-            state = state.replace(target_params=_select(copy, state.params, state.target_params))
+            copy = crossed_multiple(episodes_before, state.episodes, self.config.target_update_episodes)
+            state = state.replace(target_params=copy_target(copy, state.params, state.target_params))
             learn_stats["target_copies"] = copy.astype(jnp.float32)
         state = state.replace(update_count=state.update_count + 1)
         metrics = {**collect_stats, **learn_stats, "buffer_episodes": state.buffer.num_complete.astype(jnp.float32)}

@@ -39,13 +39,13 @@ import jax.numpy as jnp
 
 from jmarl import replay
 from jmarl.config import field
+from jmarl.masks import mask_actions, masked_mean
 from jmarl.mixers import CentralMixer, make_mixer, mixer_gradient
 from jmarl.offpolicy import (
     AgentQNetwork,
     OffPolicyConfig,
     OffPolicyLearner,
     greedy,
-    masked_mean,
     take,
     td_lambda_targets,
 )
@@ -209,7 +209,9 @@ class ReMIX(OffPolicyLearner):
                                                     batch.state[:, :-1])
             return cw_weights(batch.actions, u_greedy, y, greedy_value, hparams["alpha"])
         grads = mixer_gradient(self.mixer, params["mixer"], chosen, batch.state[:, :-1])
-        logits = jnp.where(batch.avail[:, :-1], q[:, :-1] / hparams["temperature"], -jnp.inf)
+        # MASKED, not -inf: padded steps have no available action, and a softmax over only -inf is NaN,
+        # whose gradient (NaN * 0) would reach the agents and mixer through w * td^2 despite the mask
+        logits = mask_actions(q[:, :-1] / hparams["temperature"], batch.avail[:, :-1])
         pi_taken = take(jax.nn.softmax(logits, axis=-1), batch.actions)
         terms = remix_log_terms(q_tot, y, q_star, grads, pi_taken)
         w, _ = remix_weights(terms, q_tot <= y, batch.mask, hparams["w_min"], hparams["remix_eps"], cfg.remix_bellman,

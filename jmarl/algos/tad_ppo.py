@@ -23,6 +23,10 @@ Evaluation reports both greedy policies: decentralised (``return``) and sequenti
 MAPPO is the same learner with ``attention=False``: one simultaneous decision per env step, gamma
 unchanged, per-agent GAE, no distillation head (its policy is already decentralised).
 
+Where the pieces live: the network (``attend``, :class:`~jmarl.attention.TADNet`) in jmarl/attention.py,
+the virtual-step GAE and ValueNorm in jmarl/returns.py; this module holds the config, Algorithm 4 and
+the learner.
+
 Choices where the paper (and MAPPO's defaults, which it inherits) is silent, each a config field:
 - torso: LayerNorm on the input, Dense+ReLU(+LayerNorm), GRU, LayerNorm on the GRU output (MAPPO puts
   its two Dense layers before the GRU; here the second one sits after it, in the head); heads: Dense+ReLU
@@ -67,7 +71,6 @@ import functools
 import math
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -77,12 +80,13 @@ from flax import struct
 import envs
 from envs.matrix import MatrixGame
 from jmarl import onpolicy
+from jmarl.attention import TADNet
 from jmarl.config import CommonConfig, field
-from jmarl.evaluate import evaluate_greedy
-from jmarl.networks import SMALL_HEAD, Torso, categorical_entropy
-from jmarl.returns import gae
-
-MASKED = -1e9  # logit of an unavailable action / score of a masked attention slot
+from jmarl.evaluate import evaluate_greedy, evaluation_key
+from jmarl.masks import mask_actions, masked_mean
+from jmarl.networks import categorical_entropy
+from jmarl.optim import gradient_step
+from jmarl.returns import ValueNorm, gae, virtual_gae
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,174 +147,6 @@ VARIANTS = {
 }
 
 
-# ----- networks -----------------------------------------------------------------------------
-
-
-def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, null_k: jax.Array,
-           null_v: jax.Array) -> jax.Array:
-    """Multi-head attention of queries ``q [..., I, H, D]`` over slots ``k, v [..., J, H, D]``.
-
-    ``mask [I, J]`` says which slots each query may see; a null slot (``null_k, null_v [H, D]``) is
-    always visible, so a query with no visible slot (agent 0) still gets a well-defined output.
-    Masked slots get weight exactly 0, so whatever they hold never matters. Returns [..., I, H, D].
-    Batched contractions (einsum) over one flattened batch axis: with n = 10 agents they cut TAD-PPO's
-    extra training time over MAPPO by about a quarter compared with broadcast products and sums, and
-    a broadcast form with several leading axes (under a vmap over seeds) crashed XLA:CPU in jax 0.10.
-    """
-    lead = q.shape[:-3]
-    q, k, v = (x.reshape((-1,) + x.shape[-3:]) for x in (q, k, v))  # one batch axis: [B, I or J, H, D]
-    scale = 1.0 / math.sqrt(q.shape[-1])
-    scores = jnp.einsum("bihd,bjhd->bijh", q, k) * scale
-    scores = jnp.where(mask[..., None], scores, MASKED)
-    null = jnp.einsum("bihd,hd->bih", q, null_k)[:, :, None] * scale  # [B, I, 1, H]
-    weights = jax.nn.softmax(jnp.concatenate([null, scores], axis=2), axis=2)
-    out = jnp.einsum("bijh,bjhd->bihd", weights[:, :, 1:], v) + weights[:, :, 0, :, None] * null_v
-    return out.reshape(lead + out.shape[1:])
-
-
-class TADNet(nn.Module):
-    """Shared-parameter actor (``out_dim`` = actions) or critic (``out_dim`` = 1) for all agents.
-
-    Inputs carry an agent axis: [..., N, feature]. ``features`` (torso) reads only the agent's own
-    input; ``teacher_forced`` adds agent i's attention over the given a_<i; ``decentralised`` is the
-    distillation head pi_E on the torso features alone.
-    """
-
-    out_dim: int
-    num_agents: int
-    num_actions: int
-    hidden_dim: int = 64
-    num_layers: int = 2
-    recurrent: bool = True
-    layer_norm: bool = True
-    attention: bool = True
-    heads: int = 4
-    head_dim: int = 4
-    agent_ids: bool = True
-    distill: bool = False
-    small_init: bool = False
-
-    def setup(self):
-        self.torso = Torso(self.hidden_dim, self.num_layers, self.recurrent, self.layer_norm)
-        self.torso_norm = nn.LayerNorm() if (self.layer_norm and self.recurrent) else None
-        out_init = SMALL_HEAD if self.small_init else nn.initializers.lecun_normal()
-        if self.attention:
-            width = self.heads * self.head_dim
-            self.query_mlp = nn.Sequential([nn.Dense(width), nn.relu, nn.Dense(width)])
-            self.action_embed = nn.Dense(width)
-            self.key_out = nn.Dense(width)
-            self.value_out = nn.Dense(width)
-            self.null_kv = self.param("null_kv", nn.initializers.normal(1.0), (2, self.heads, self.head_dim))
-            self.context_norm = nn.LayerNorm() if self.layer_norm else None
-        self.head = nn.Sequential([nn.Dense(self.hidden_dim), nn.relu, nn.Dense(self.out_dim, kernel_init=out_init)])
-        if self.distill:
-            self.distill_head = nn.Sequential([nn.Dense(self.hidden_dim), nn.relu,
-                                               nn.Dense(self.out_dim, kernel_init=out_init)])
-
-    def features(self, carry: jax.Array, x: jax.Array, reset: jax.Array) -> tuple[jax.Array, jax.Array]:
-        carry, h = self.torso(carry, x, reset)
-        if self.torso_norm is not None:
-            h = self.torso_norm(h)
-        return carry, h
-
-    def _split_heads(self, x: jax.Array) -> jax.Array:
-        return x.reshape(x.shape[:-1] + (self.heads, self.head_dim))
-
-    def queries(self, h: jax.Array) -> jax.Array:
-        return self._split_heads(self.query_mlp(h))
-
-    def keys_values(self, actions: jax.Array, slots: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Keys and values of actions taken by the agents ``slots`` (broadcast against ``actions``)."""
-        x = jax.nn.one_hot(actions, self.num_actions)
-        if self.agent_ids:
-            ids = jax.nn.one_hot(jnp.broadcast_to(slots, actions.shape), self.num_agents)
-            x = jnp.concatenate([x, ids], axis=-1)
-        e = nn.relu(self.action_embed(x))
-        return self._split_heads(self.key_out(e)), self._split_heads(self.value_out(e))
-
-    def attend(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
-        return attend(q, k, v, mask, self.null_kv[0], self.null_kv[1])
-
-    def output(self, h: jax.Array, context: jax.Array | None) -> jax.Array:
-        if context is not None:
-            context = context.reshape(context.shape[:-2] + (-1,))
-            if self.context_norm is not None:
-                context = self.context_norm(context)
-            h = jnp.concatenate([h, context], axis=-1)
-        return self.head(h)
-
-    def teacher_forced(self, h: jax.Array, actions: jax.Array) -> jax.Array:
-        """All agents at once from h [..., N, H] and the joint action [..., N]: agent i sees a_<i only."""
-        if not self.attention:
-            return self.output(h, None)
-        n = self.num_agents
-        k, v = self.keys_values(actions, jnp.arange(n))
-        causal = jnp.arange(n)[None, :] < jnp.arange(n)[:, None]  # [i, j]: j < i
-        return self.output(h, self.attend(self.queries(h), k, v, causal))
-
-    def decentralised(self, h: jax.Array) -> jax.Array:
-        return self.distill_head(h)
-
-    def __call__(self, carry, x, reset, actions):
-        carry, h = self.features(carry, x, reset)
-        out = self.teacher_forced(h, actions)
-        return carry, out, (self.decentralised(h) if self.distill else None)
-
-
-# ----- returns and value normalisation ------------------------------------------------------
-
-
-def virtual_gae(rewards: jax.Array, values: jax.Array, next_values: jax.Array, terminated: jax.Array,
-                done: jax.Array, gamma: float, lam: float) -> tuple[jax.Array, jax.Array]:
-    """GAE over the n*T virtual steps of the transformed MDP (Algorithm 1), time-major.
-
-    ``values [T, ..., n]``: V(s_t, a_<i) at sub-step i; ``rewards, terminated, done [T, ...]`` belong to
-    the last sub-step; ``next_values [T, ...]``: V(s_{t+1}, a_<0) of the observation after step t (the
-    terminal one where the episode ended). The virtual discount is gamma^(1/n) and ``lam`` applies per
-    virtual step. Returns (advantages, targets) shaped like ``values``.
-    """
-    n = values.shape[-1]
-    last = jnp.arange(n) == n - 1
-    at_last = lambda x: jnp.where(last, x[..., None], jnp.zeros_like(x[..., None]))  # noqa: E731
-    next_v = jnp.concatenate([values[..., 1:], next_values[..., None]], axis=-1)
-    flat = lambda x: jnp.moveaxis(x, -1, 1).reshape((-1,) + x.shape[1:-1])  # [T, ..., n] -> [T*n, ...]
-    adv, _ = gae(flat(at_last(rewards.astype(values.dtype))), flat(values), flat(next_v),
-                 flat(at_last(terminated)), flat(at_last(done)), gamma ** (1.0 / n), lam)
-    adv = jnp.moveaxis(adv.reshape((values.shape[0], n) + values.shape[1:-1]), 1, -1)
-    return adv, adv + values
-
-
-@struct.dataclass
-class ValueNorm:
-    """Running mean and mean of squares of the value targets, with a debiasing weight (MAPPO)."""
-
-    mean: jax.Array
-    mean_sq: jax.Array
-    debias: jax.Array
-
-    @classmethod
-    def zeros(cls) -> ValueNorm:
-        z = jnp.zeros((), jnp.float32)
-        return cls(z, z, z)
-
-    def stats(self) -> tuple[jax.Array, jax.Array]:
-        d = jnp.maximum(self.debias, 1e-5)
-        mean = self.mean / d
-        return mean, jnp.sqrt(jnp.maximum(self.mean_sq / d - mean ** 2, 1e-2))
-
-    def update(self, x: jax.Array, beta: float) -> ValueNorm:
-        return ValueNorm(beta * self.mean + (1 - beta) * x.mean(), beta * self.mean_sq + (1 - beta) * (x ** 2).mean(),
-                         beta * self.debias + (1 - beta))
-
-    def normalize(self, x: jax.Array) -> jax.Array:
-        mean, std = self.stats()
-        return (x - mean) / std
-
-    def denormalize(self, x: jax.Array) -> jax.Array:
-        mean, std = self.stats()
-        return x * std + mean
-
-
 # ----- Algorithm 4 ----------------------------------------------------------------------------
 
 
@@ -355,10 +191,6 @@ class _FixedTask(envs.Wrapper):
 
     def reset(self, key: jax.Array):
         return self.env.reset_task(key, self.task)
-
-
-def _masked(logits: jax.Array, avail: jax.Array) -> jax.Array:
-    return jnp.where(avail, logits, MASKED)
 
 
 def _choose(logits: jax.Array, key: jax.Array | None, greedy: bool) -> jax.Array:
@@ -419,7 +251,7 @@ class TADPPO:
 
     def policy_logits(self, params, h: jax.Array, actions: jax.Array, avail: jax.Array) -> jax.Array:
         """Teacher forcing: every agent's logits given the stored a_<i, all agents in one pass."""
-        return _masked(self.actor.apply(params["actor"], h, actions, method=TADNet.teacher_forced), avail)
+        return mask_actions(self.actor.apply(params["actor"], h, actions, method=TADNet.teacher_forced), avail)
 
     def values(self, params, hc: jax.Array, actions: jax.Array) -> jax.Array:
         """Normalised V(s, a_<i) for every agent i (V(s, id_i) without attention): [..., N]."""
@@ -428,7 +260,7 @@ class TADPPO:
     def decentralised_logits(self, params, h: jax.Array, avail: jax.Array) -> jax.Array:
         if not self.sequential:  # MAPPO: the policy itself
             return self.policy_logits(params, h, jnp.zeros(h.shape[:-1], jnp.int32), avail)
-        return _masked(self.actor.apply(params["actor"], h, method=TADNet.decentralised), avail)
+        return mask_actions(self.actor.apply(params["actor"], h, method=TADNet.decentralised), avail)
 
     def sample_actions(self, params, h: jax.Array, avail: jax.Array, key: jax.Array | None,
                        greedy: bool = False) -> tuple[jax.Array, jax.Array]:
@@ -450,7 +282,7 @@ class TADPPO:
             k, v = kv
             visible = (jnp.arange(n) < i)[None, :]
             context = net.apply(ap, q_i[..., None, :, :], k, v, visible, method=TADNet.attend)[..., 0, :, :]
-            logits = _masked(net.apply(ap, h_i, context, method=TADNet.output), avail_i)
+            logits = mask_actions(net.apply(ap, h_i, context, method=TADNet.output), avail_i)
             a = _choose(logits, key_i, greedy)
             k_i, v_i = net.apply(ap, a, i, method=TADNet.keys_values)
             return (k.at[..., i, :, :].set(k_i), v.at[..., i, :, :].set(v_i)), (a, logits)
@@ -554,7 +386,7 @@ class TADPPO:
         each a mean over the recorded active agent-steps."""
         cfg = self.config
         ent_coef = cfg.ent_coef if ent_coef is None else ent_coef
-        mean = functools.partial(onpolicy.masked_mean, active=onpolicy.active_steps(traj))
+        mean = functools.partial(masked_mean, mask=onpolicy.active_steps(traj))
         logits, distill_logits, values = self.replay(params, carries0, traj)
         logp = jax.nn.log_softmax(logits)
         log_ratio = _take(logp, traj["actions"]) - traj["logp"]
@@ -590,17 +422,16 @@ class TADPPO:
             targets = value_norm.normalize(targets)
         if cfg.norm_adv:
             adv = onpolicy.masked_normalise(adv, onpolicy.active_steps(traj))
-        grad_fn = jax.grad(self.loss, has_aux=True)
         ent_coef = self.entropy_coef(state.update_count)
 
         def minibatch(carry, idx):
             params, opt_state = carry
             take = lambda x: jnp.take(x, idx, axis=1)  # noqa: E731  envs are axis 1 of [T, E, ...]
             c0 = jax.tree.map(lambda c: jnp.take(c, idx, axis=0), carries0)  # carries are [E, N, H]
-            grads, stats = grad_fn(params, c0, jax.tree.map(take, traj), take(adv), take(targets), ent_coef)
-            stats = {**stats, "grad_norm": optax.global_norm(grads)}  # before clipping, actor and critic
-            updates, opt_state = self.tx.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), stats
+            params, opt_state, _, stats, grad_norm = gradient_step(
+                self.loss, self.tx, params, opt_state, c0, jax.tree.map(take, traj), take(adv), take(targets),
+                ent_coef)
+            return (params, opt_state), {**stats, "grad_norm": grad_norm}  # norm before clipping, actor and critic
 
         key, k_epochs = jax.random.split(state.key)
         (params, opt_state), stats = onpolicy.minibatch_epochs(state.params, state.opt_state, k_epochs, cfg.epochs,
@@ -649,7 +480,7 @@ class TADPPO:
         """Greedy evaluation of the decentralised policy (keys as jmarl.evaluate) and, for TAD-PPO, of the
         sequential one (same keys + ``_sequential``); ``score`` on matrix games."""
         cfg = self.config
-        key = jax.random.fold_in(state.key, 0x5EED)
+        key = evaluation_key(state.key)
         modes = [("", False)] + ([("_sequential", True)] if self.sequential else [])
         out = {}
         for suffix, sequential in modes:
