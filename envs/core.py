@@ -10,7 +10,11 @@ episode return and length, and the time limit as *truncation* (bootstrap) kept a
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
+import os
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -20,6 +24,23 @@ from flax import struct
 
 Array = jax.Array
 PRNGKey = jax.Array
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Send what is printed inside the block to stderr: jaxmarl prints on import ("Importing submoduled
+    environments..."), and stdout is kept for our own output (``run.py --check``'s JSON, tables). Both
+    Python's ``sys.stdout`` and file descriptor 1 are redirected."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from envs.core import Array, EnvSpec, MultiAgentEnv, PRNGKey, TimeStep, make_timestep
+from envs.core import Array, EnvSpec, MultiAgentEnv, PRNGKey, TimeStep, make_timestep, stdout_to_stderr
 
 NUM_ACTIONS = 5
 # Unit push of each discrete action, in jaxmarl's order (no-op, left, right, down, up).
@@ -107,7 +107,8 @@ class SimpleSpread(MultiAgentEnv):
         num_agents, num_landmarks, episode_limit = int(num_agents), int(num_landmarks), int(episode_limit)
         if not _is_real(local_ratio) or not 0.0 <= local_ratio <= 1.0:
             raise ValueError(f"local_ratio must be a number in [0, 1], got {local_ratio!r}")
-        from jaxmarl.environments.mpe.simple_spread import SimpleSpreadMPE  # heavy: only when used
+        with stdout_to_stderr():  # jaxmarl prints on import; heavy: only when used
+            from jaxmarl.environments.mpe.simple_spread import SimpleSpreadMPE
 
         self.num_landmarks = num_landmarks
         self.local_ratio = float(local_ratio)

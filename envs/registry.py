@@ -45,7 +45,9 @@ def describe(name: str) -> str:
 
 
 def _suggest(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=3, cutoff=0.5)
+    """Up to three close matches, case aside (``SMAX_3m`` -> ``smax_3m``)."""
+    lower = {c.lower(): c for c in choices}
+    close = [lower[m] for m in difflib.get_close_matches(word.lower(), list(lower), n=3, cutoff=0.5)]
     return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 

@@ -7,34 +7,16 @@ a time-out from a real end, so this adapter drives ``reset`` and ``step_env`` of
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import math
-import os
-import sys
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from envs.core import Array, EnvSpec, MultiAgentEnv, PRNGKey, TimeStep, make_timestep
+from envs.core import Array, EnvSpec, MultiAgentEnv, PRNGKey, TimeStep, make_timestep, stdout_to_stderr
 
-
-@contextlib.contextmanager
-def _stdout_to_stderr():
-    """jaxmarl prints on import, below Python's sys.stdout; keep stdout for our own output (run.py --check's JSON)."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
-with _stdout_to_stderr():
+with stdout_to_stderr():  # jaxmarl prints on import
     from jaxmarl.environments.smax import HeuristicEnemySMAX, map_name_to_scenario
     from jaxmarl.environments.smax.smax_env import MAP_NAME_TO_SCENARIO
     from jaxmarl.environments.smax.smax_env import SMAX as JaxmarlSMAX

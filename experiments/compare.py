@@ -8,7 +8,11 @@ then write one table and one learning-curve plot per metric.
     python experiments/compare.py --runs runs/sg/dpo runs/sg/ippo --out runs/sg      # collect only
     python experiments/compare.py --preset tad_hallway --out runs/tad_hallway     # a paper experiment
 
-Each trained algorithm's results directory is ``--out/<algo>``. ``--out`` gets ``comparison.md`` and
+Every algorithm trains the same number of env steps per seed: a budget rounds up to whole updates and
+to whole chunks of ``eval_every`` updates, which differ between algorithms, so a ``--total-steps`` (or
+preset budget) that would round to different numbers is refused with each algorithm's planned steps and
+the smallest budget at or above it that every algorithm trains exactly. Each trained algorithm's
+results directory is ``--out/<algo>``, which must be new (or empty). ``--out`` gets ``comparison.md`` and
 ``comparison.json`` (final greedy evaluation: mean and 95% bootstrap interval across seeds, for the
 metrics every run reports) and ``compare_<metric>.png`` (mean and 95% band across seeds against env
 steps, with the env's optimum as a dashed line where it is known).
@@ -19,8 +23,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +38,12 @@ from experiments import presets  # noqa: E402
 from experiments.cli import Parser, description  # noqa: E402
 from jmarl.checkpoint import CheckpointError  # noqa: E402
 from jmarl.config import ConfigError, parse_value  # noqa: E402
+from jmarl.core import plan  # noqa: E402
 from jmarl.memory import use_more_device_memory  # noqa: E402
-from jmarl.registry import config_class  # noqa: E402
+from jmarl.registry import config_class, make_algorithm  # noqa: E402
 from jmarl.results import read_rows  # noqa: E402
 from jmarl.run_dir import read_run  # noqa: E402
-from jmarl.runner import run  # noqa: E402
+from jmarl.runner import Interrupted, NonFiniteError, run, use_compile_cache  # noqa: E402
 
 
 def build_parser() -> Parser:
@@ -125,6 +132,54 @@ def compare(dirs: list[Path], out: Path, wall: dict[str, float] | None = None) -
     return text
 
 
+def planned_steps(steps_per_update: int, eval_every: int, total_steps: int) -> int:
+    """The env steps per seed that a learner of this update size and chunk length trains for a budget of
+    ``total_steps`` (:func:`jmarl.core.plan`'s rounding)."""
+    config = types.SimpleNamespace(total_steps=total_steps, eval_every=eval_every)
+    return plan(types.SimpleNamespace(config=config, steps_per_update=steps_per_update)).total_steps
+
+
+def equal_budget(sizes: list[tuple[int, int]], start: int) -> int:
+    """The smallest budget >= ``start`` that every (steps per update, eval_every) trains exactly."""
+    step = math.lcm(*(spu for spu, _ in sizes))
+    whole_chunks = math.lcm(*(spu * every for spu, every in sizes))  # its multiples are exact for every learner
+    upper = max(whole_chunks, math.ceil(start / whole_chunks) * whole_chunks)
+    budget = max(step, math.ceil(start / step) * step)
+    while budget < upper and any(planned_steps(spu, every, budget) != budget for spu, every in sizes):
+        budget += step
+    return budget
+
+
+def check_budgets(configs: dict[str, Any]) -> int:
+    """The env steps per seed every algorithm trains; ConfigError when their budgets round differently."""
+    learners = {a: make_algorithm(c) for a, c in configs.items()}
+    planned = {a: plan(learner).total_steps for a, learner in learners.items()}
+    if len(set(planned.values())) == 1:
+        return next(iter(planned.values()))
+    budgets = sorted({c.total_steps for c in configs.values()})
+    sizes = [(learner.steps_per_update, learner.config.eval_every) for learner in learners.values()]
+    equal = equal_budget(sizes, budgets[-1])
+    asked = (f"the budget of {budgets[0]:,} env steps" if len(budgets) == 1
+             else f"the budgets ({', '.join(f'{a} {c.total_steps:,}' for a, c in configs.items())})")
+
+    def each(values: dict[str, int]) -> str:
+        return ", ".join(f"{a} {v:,}" for a, v in values.items())
+
+    raise ConfigError(
+        f"{asked} rounds to different numbers of env steps per seed: {each(planned)} (a budget rounds up to whole "
+        f"updates, of {each({a: x.steps_per_update for a, x in learners.items()})} env steps, and to whole chunks "
+        f"of eval_every updates, {each({a: x.config.eval_every for a, x in learners.items()})}); "
+        f"--total-steps {equal} trains every algorithm exactly that many")
+
+
+def check_out(out: Path, algos: list[str]) -> None:
+    """Each algorithm trains afresh into ``out/<algo>``: refuse one that already exists (before anything trains)."""
+    taken = [str(out / a) for a in algos if (out / a).exists() and (not (out / a).is_dir() or any((out / a).iterdir()))]
+    if taken:
+        raise ConfigError(f"--out {out} already holds {', '.join(taken)}; compare.py trains every algorithm afresh: "
+                          f"choose another --out, or collect finished runs with --runs DIR [DIR ...]")
+
+
 def train_all(env: str, algos: list[str], overrides: dict[str, dict], seeds: int, base_seed: int, out: Path,
               devices: int | None) -> tuple[list[Path], dict[str, float]]:
     """Train each algorithm (same seeds and budget) into ``out/<algo>``; returns dirs and wall times."""
@@ -168,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     use_more_device_memory()
+    if argv is None:  # as a script: the persistent compilation cache, as run.py (calls from code leave jax alone)
+        use_compile_cache()
     try:
         out = Path(args.out)
         if bool(args.algos or args.preset) == bool(args.runs):
@@ -176,11 +233,19 @@ def main(argv: list[str] | None = None) -> int:
             print(compare([Path(d) for d in args.runs], out))
             return 0
         env, algos, seeds, overrides = resolve(args)
+        check_out(out, algos)
+        check_budgets({a: jmarl.make_config(a, env, **overrides[a]) for a in algos})
         dirs, wall = train_all(env, algos, overrides, seeds, args.seed, out, args.devices)
         print(compare(dirs, out, dict(zip(labels_for([read_run(d)[0] for d in dirs], dirs),
                                           wall.values(), strict=True))))
     except (ConfigError, CheckpointError) as err:
         parser.error(str(err))
+    except NonFiniteError as err:  # training diverged: exit 3, as run.py
+        print(f"{parser.prog}: {err}", file=sys.stderr)
+        return 3
+    except Interrupted as err:  # SIGINT / SIGTERM after a chunk: 128 + the signal's number
+        print(f"{parser.prog}: {err}", file=sys.stderr)
+        return 128 + err.signum
     return 0
 
 

@@ -8,7 +8,10 @@
 A run directory is read from its latest checkpoint (``--step`` picks another): every run (seed x
 sweep point) plays ``--episodes`` greedy episodes with the algorithm's own evaluation, and the table
 gives each run's numbers and the mean with a 95% bootstrap interval across seeds. ``evaluation.md``
-and ``evaluation.json`` are written next to the checkpoint (or under ``--out``).
+and ``evaluation.json`` are written next to the checkpoint (or under ``--out``). A damaged checkpoint
+exits 2 naming the older complete one to pick with ``--step``; ``--export`` never writes over an
+exported policy. Compiled programs go to jax's persistent compilation cache as in run.py
+(``--no-compile-cache`` turns it off).
 """
 
 from __future__ import annotations
@@ -25,13 +28,16 @@ import numpy as np  # noqa: E402
 
 from experiments.cli import Parser, description  # noqa: E402
 from jmarl import sweep as sw  # noqa: E402
-from jmarl.checkpoint import CheckpointError  # noqa: E402
+from jmarl.checkpoint import CheckpointError, DamagedCheckpoint  # noqa: E402
 from jmarl.config import ConfigError, validate  # noqa: E402
 from jmarl.memory import use_more_device_memory  # noqa: E402
 from jmarl.policy import export_policy, load_policy, require_greedy_policy  # noqa: E402
 from jmarl.registry import make_algorithm  # noqa: E402
 from jmarl.results import EVAL_KEYS, bootstrap_ci, eval_keys  # noqa: E402
 from jmarl.run_dir import load_checkpoint  # noqa: E402
+from jmarl.runner import use_compile_cache  # noqa: E402
+
+POLICY_FILES = ("policy.json", "params.msgpack")
 
 
 def build_parser() -> Parser:
@@ -48,7 +54,25 @@ def build_parser() -> Parser:
     p.add_argument("--render-key", type=int, default=0, help="PRNG seed of the rendered episode's reset (0)")
     p.add_argument("--export", default=None, metavar="DIR", help="export the chosen run's policy to DIR")
     p.add_argument("--out", default=None, help="where to write evaluation.{md,json} and renders (default: path)")
+    p.add_argument("--no-compile-cache", action="store_true", help="do not use jax's persistent compilation cache")
     return p
+
+
+def check_export(directory: str) -> None:
+    """Refuse to write a policy over another one (before anything is loaded)."""
+    path = Path(directory)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--export {directory} is a file; a policy needs a directory")
+    found = [name for name in POLICY_FILES if (path / name).exists()]
+    if found:
+        raise ConfigError(f"--export {directory} already holds a policy ({', '.join(found)}); choose another "
+                          f"directory (its files stay as they are)")
+
+
+def damaged_message(err: DamagedCheckpoint) -> str:
+    todo = (f"evaluate the older complete checkpoint with --step {err.older}" if err.older is not None
+            else "no older complete checkpoint is left to evaluate")
+    return f"checkpoint {err.step} under {err.directory} is damaged (its {err.part} could not be read); {todo}"
 
 
 def evaluate_runs(config, state, traced: dict, seeds: int, episodes: int) -> list[dict]:
@@ -90,13 +114,18 @@ def pick_run(meta: dict, traced: dict, seed: int, point: str | None) -> int:
     return (points.index(point) if point is not None else 0) * meta["seeds"] + seed
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, compile_cache: bool | None = None) -> int:
+    """The command line; ``compile_cache`` as in ``experiments/run.py`` (default: only when run as a script)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     use_more_device_memory()
     try:
+        if (argv is None if compile_cache is None else compile_cache) and not args.no_compile_cache:
+            use_compile_cache()
         if args.episodes is not None and args.episodes < 1:
             raise ConfigError(f"--episodes must be >= 1, got {args.episodes}")
+        if args.export:
+            check_export(args.export)
         path = Path(args.path)
         out = Path(args.out) if args.out else path
         if (path / "policy.json").exists():
@@ -116,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         config, state, meta, record = load_checkpoint(path, args.step)
         traced = {k: tuple(v) for k, v in meta.get("sweep", {}).items()}
         r = pick_run(meta, traced, args.seed, args.point)
+        if args.export or args.render:
+            require_greedy_policy(make_algorithm(config))  # a policy that cannot be loaded back: refuse, write nothing
         episodes = args.episodes or config.eval_episodes
         rows = evaluate_runs(config, state, traced, meta["seeds"], episodes)
         title = (f"{config.algo} on {config.env}: greedy decentralised evaluation, {episodes} episodes per run, "
@@ -141,8 +172,13 @@ def main(argv: list[str] | None = None) -> int:
             name = f"episode_seed{args.seed}" + (f"_{args.point}" if args.point else "")
             _, paths = render(run_algo, params, jax.random.PRNGKey(args.render_key), out, name, args.frames)
             print(f"wrote {paths[0]}" + (f" and {len(paths) - 1} frames" if len(paths) > 1 else ""))
+    except DamagedCheckpoint as err:
+        parser.error(damaged_message(err))
     except (ConfigError, CheckpointError) as err:
         parser.error(str(err))
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

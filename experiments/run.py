@@ -3,6 +3,7 @@
     python experiments/run.py --algo dpo --env matrix_dpo4 --seeds 8 --total-steps 20000 \\
         --set epochs=10 --sweep lr=1e-3,3e-4 --out runs/dpo_matrix
     python experiments/run.py --resume runs/dpo_matrix      # continue from the latest checkpoint
+    python experiments/run.py --resume runs/dpo_matrix --total-steps 40000   # extend a run's budget
     python experiments/run.py --preset tad_hallway --out runs/tad_hallway   # a paper experiment's settings
     python experiments/run.py --algo qmix --env smax_3m --set batch_size=64 --check   # resolve, print, stop
 
@@ -11,6 +12,11 @@ env the algorithm cannot be built on) exits with code 2 and a one-line message b
 compiled. ``--check`` does every check and prints the resolved config, sweep, run options and plan
 as JSON without compiling, with the memory plan (state per run, device memory, runs per device at
 once).
+
+Compiled programs are kept in jax's persistent compilation cache (``$JMARL_COMPILE_CACHE``, else
+``$XDG_CACHE_HOME/jmarl/xla`` or ``~/.cache/jmarl/xla``), so the same program loads in seconds the next
+time; ``--no-compile-cache`` turns it off. Ctrl-C before the first chunk exits 130 with one line and
+leaves no results directory behind that this run created.
 
 Memory: the runs' train state is set against what a device can give before compiling; runs that do
 not fit at once train in groups (one line says so), a single run that does not fit exits 2 naming the
@@ -23,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -34,17 +41,18 @@ import jmarl  # noqa: E402
 from experiments import presets  # noqa: E402
 from experiments.cli import Parser  # noqa: E402
 from jmarl.checkpoint import CheckpointError  # noqa: E402
-from jmarl.config import ConfigError, parse_value, suggest  # noqa: E402
+from jmarl.config import ConfigError, parse_value, suggest, validate  # noqa: E402
 from jmarl.devices import initialize_distributed  # noqa: E402
 from jmarl.memory import use_more_device_memory  # noqa: E402
 from jmarl.registry import config_class  # noqa: E402
 from jmarl.run_dir import read_run, run_options  # noqa: E402
-from jmarl.runner import Interrupted, NonFiniteError, execute  # noqa: E402
+from jmarl.runner import Interrupted, NonFiniteError, execute, use_compile_cache  # noqa: E402
 from jmarl.spec import RunOptions, RunSpec, make_run_spec  # noqa: E402
 from jmarl.sweep import parse_sweeps  # noqa: E402
 
-# Options that define a run; --resume takes them from the run's config.json instead.
-RUN_DEFINING = ("algo", "env", "preset", "set", "sweep", "seeds", "seed", "total_steps")
+# Options that define a run; --resume takes them from the run's config.json instead (--total-steps, given
+# with --resume, extends the run's budget).
+RUN_DEFINING = ("algo", "env", "preset", "set", "sweep", "seeds", "seed")
 # jax.random.PRNGKey keeps 32 bits of the seed: larger or negative seeds alias smaller ones.
 
 
@@ -56,7 +64,8 @@ def build_parser() -> Parser:
     p.add_argument("--env", help="an environment name (see README)")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds, vmapped in one program (default 1)")
     p.add_argument("--seed", type=int, default=None, help="base seed (default 0)")
-    p.add_argument("--total-steps", type=int, default=None, help="env steps per seed")
+    p.add_argument("--total-steps", type=int, default=None,
+                   help="env steps per seed; with --resume, a larger budget extends the run")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a hyperparameter")
     p.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
                    help="sweep a hyperparameter (repeatable; the grid x seeds is one vmapped axis for traced keys)")
@@ -82,6 +91,9 @@ def build_parser() -> Parser:
                         "learners (dpo, ippo, tad_ppo, mappo) keep no buffer: no change. Default: saved (resume is "
                         "exact); --resume keeps the run's setting unless given")
     p.add_argument("--no-plots", action="store_true", help="skip the learning-curve PNGs")
+    p.add_argument("--no-compile-cache", action="store_true",
+                   help="do not use jax's persistent compilation cache (default: on, in $JMARL_COMPILE_CACHE or "
+                        "~/.cache/jmarl/xla)")
     p.add_argument("--check", action="store_true",
                    help="check everything and print the resolved config, sweep, run options and plan as JSON; "
                         "compile and train nothing")
@@ -162,11 +174,14 @@ def _cli_options(args: argparse.Namespace) -> dict:
 
 
 def resolve_resume(args: argparse.Namespace):
-    """(config, run options) from a results directory's config.json."""
+    """(config, run options) from a results directory's config.json; ``--total-steps`` sets a new budget (the
+    spec refuses one below the run's)."""
     given = [f"--{name.replace('_', '-')}" for name in RUN_DEFINING if getattr(args, name) not in (None, [])]
     if given:
         raise ConfigError(f"--resume continues a run with its own settings; drop {', '.join(given)}")
     config, meta = read_run(args.resume)
+    if args.total_steps is not None:
+        config = validate(dataclasses.replace(config, total_steps=args.total_steps))
     sweep = {k: tuple(v) for k, v in meta.get("sweep", {}).items()}
     return config, sweep, run_options(meta, **_cli_options(args))
 
@@ -210,13 +225,18 @@ def default_out(config) -> str:
     return str(out)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, compile_cache: bool | None = None) -> int:
+    """The command line. ``compile_cache`` (default: only when ``argv`` is None, i.e. run as a script) turns on
+    jax's persistent compilation cache unless ``--no-compile-cache``; calls from code leave jax's settings alone."""
     parser = build_parser()
     args = parser.parse_args(argv)
     use_more_device_memory()
-    if not args.check:
-        initialize_distributed(args.distributed)
+    spec = None
     try:
+        if (argv is None if compile_cache is None else compile_cache) and not args.no_compile_cache and not args.check:
+            use_compile_cache()
+        if not args.check:
+            initialize_distributed(args.distributed)
         spec = make_spec(args)
         if args.check:
             print(json.dumps(check_report(spec), indent=1))
@@ -230,7 +250,22 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as err:  # SIGINT / SIGTERM: 128 + the signal's number, as a shell reports it
         print(f"{parser.prog}: {err}", file=sys.stderr)
         return 128 + err.signum
+    except KeyboardInterrupt:  # before the run started, or a second Ctrl-C while a checkpoint was written
+        # a checkpoint write cut short fails in Orbax's background thread as the process exits: it is skipped
+        # on resume (the line says so), so its error log would only repeat that as tracebacks
+        logging.getLogger("absl").setLevel(logging.CRITICAL)
+        print(f"{parser.prog}: {_aborted(spec)}", file=sys.stderr)
+        return 130
     return 0
+
+
+def _aborted(spec: RunSpec | None) -> str:
+    if spec is None:
+        return "interrupted before the run started; nothing was saved"
+    if spec.out is not None and spec.options.checkpoints:
+        return (f"aborted; a checkpoint cut short is skipped: resume from the last complete one with: "
+                f"python experiments/run.py --resume {spec.out}")
+    return "aborted; nothing was saved to resume from"
 
 
 if __name__ == "__main__":

@@ -13,11 +13,17 @@ to ``<step>``. A leftover temporary directory is never listed (and is replaced w
 saved again); a step directory without either completion mark (or without its ``state``/``record``
 items) is *incomplete*: it is skipped in favour of the latest complete checkpoint and, when a run
 resumes writing, moved aside to ``<step>.incomplete`` so that the step can be written again. A
-complete checkpoint whose files are damaged is refused with an error naming it and what to do.
+complete checkpoint whose files are damaged is refused with :class:`DamagedCheckpoint`, which names
+it and the latest older complete one (the caller says what to do: the runner, how to resume; the
+evaluation tool, ``--step``). Orbax reads a checkpoint's arrays concurrently in an event loop that it
+closes as soon as one read fails; the reads still in flight then report "Event loop is closed" as
+unraisable exceptions when they finish, and the read coroutines it drops report their own errors when
+they are collected: :func:`quiet_late_reads` silences exactly those.
 
 Restoring checks before reading any array that the checkpoint was written by the same run (its
-identity; differing keys are named) and that every leaf's path, shape and dtype match what the
-program expects.
+identity; differing keys are named; a checkpoint of the same run with a smaller ``total_steps`` is the
+same run before its budget was extended, :func:`same_run`) and that every leaf's path, shape and dtype
+match what the program expects.
 
 Checkpoints without the replay buffer. An off-policy train state keeps its episode buffer in the field
 ``buffer`` (jmarl.offpolicy.OffPolicyState), by far its largest part. :func:`without_replay` drops it
@@ -32,6 +38,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +50,29 @@ import orbax.checkpoint as ocp
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, unreadable or written by a different run."""
+
+
+class DamagedCheckpoint(CheckpointError):
+    """A complete checkpoint whose files cannot be read: ``step``, what could not be read (``part``), its
+    ``directory`` (the checkpoints folder) and the complete steps present (``steps``)."""
+
+    def __init__(self, directory: Path, step: int, part: str, steps: list[int]):
+        self.directory, self.step, self.part, self.steps = directory, step, part, list(steps)
+        older = self.older
+        tail = (f"the latest older complete checkpoint is {older}" if older is not None
+                else "there is no older complete checkpoint")
+        super().__init__(f"checkpoint {step} under {directory} is damaged (its {part} could not be read); {tail} "
+                         f"(present: {self.steps})")
+
+    @property
+    def older(self) -> int | None:
+        """The latest complete step before the damaged one (None: none)."""
+        earlier = [s for s in self.steps if s < self.step]
+        return earlier[-1] if earlier else None
+
+    @property
+    def step_dir(self) -> Path:
+        return self.directory / str(self.step)
 
 
 REPLAY_FIELD = "buffer"  # the replay buffer's field in an off-policy train state
@@ -103,6 +134,18 @@ def _flat(identity: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def same_run(stored: Any, given: dict[str, Any]) -> bool:
+    """Whether a checkpoint whose record holds the identity ``stored`` belongs to the run ``given``: equal,
+    or equal but for a smaller ``total_steps`` (the run's budget was extended since it was written)."""
+    if not isinstance(stored, dict):
+        return False
+    a, b = as_json(stored), as_json(given)
+    if a == b:
+        return True
+    before, after = a.get("config", {}).pop("total_steps", None), b.get("config", {}).pop("total_steps", None)
+    return a == b and isinstance(before, int) and isinstance(after, int) and before <= after
+
+
 def identity_mismatch(stored: dict[str, Any], given: dict[str, Any], limit: int = 6) -> str:
     """``"env: stored smax_3m, given hallway; hidden_dim: stored 64, given 128"``: the keys that differ."""
     a, b = _flat(as_json(stored)), _flat(as_json(given))
@@ -124,9 +167,34 @@ def is_complete(step_dir: Path) -> bool:
         return False
 
 
-def _short(err: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(err).split())
-    return f"{type(err).__name__}: " + (text[:limit] + " ..." if len(text) > limit else text)
+_quiet_lock = threading.Lock()
+_quiet_hook: Any = None
+
+
+def _is_late_read(unraisable: Any) -> bool:
+    """A report left behind by Orbax's concurrent reads after one failed (module docstring): a read that
+    finished after the event loop closed, or a read coroutine of Orbax's that was dropped unfinished."""
+    obj, err = unraisable.object, unraisable.exc_value
+    if obj is None:
+        return isinstance(err, RuntimeError) and str(err) == "Event loop is closed"
+    code = getattr(obj, "cr_code", None)
+    return code is not None and "orbax" in code.co_filename
+
+
+def quiet_late_reads() -> None:
+    """Drop the reports of :func:`_is_late_read` from now on (every other unraisable exception goes to the
+    hook that was there before). Called before each read: the reports can come before the error does."""
+    global _quiet_hook
+    with _quiet_lock:
+        if sys.unraisablehook is _quiet_hook:
+            return
+        previous = sys.unraisablehook
+
+        def hook(unraisable: Any) -> None:
+            if not _is_late_read(unraisable):
+                previous(unraisable)
+
+        sys.unraisablehook = _quiet_hook = hook
 
 
 def _key_name(key: Any) -> str:
@@ -216,27 +284,25 @@ class Checkpoints:
             raise CheckpointError(f"no checkpoint {step} under {self.directory}; present: {steps}")
         return step
 
-    def _damaged(self, step: int, what: str, err: BaseException) -> CheckpointError:
-        """A complete checkpoint that cannot be read: say which, and what to do."""
-        earlier = [s for s in self.steps() if s < step]
-        todo = (f"move {self.step_dir(step)} away to resume from checkpoint {earlier[-1]}" if earlier
-                else "start the run afresh in another results directory")
-        return CheckpointError(f"checkpoint {step} under {self.directory} is damaged: its {what} could not be read "
-                               f"({_short(err)}); {todo} (present: {self.steps()})")
+    def _damaged(self, step: int, what: str) -> DamagedCheckpoint:
+        """A complete checkpoint that cannot be read (Orbax's own error is the exception's cause)."""
+        return DamagedCheckpoint(self.directory, step, what, self.steps())
 
     def record(self, step: int | None = None) -> dict[str, Any]:
         """The JSON record of a checkpoint (the latest complete one by default)."""
         step = self._step(step)
+        quiet_late_reads()
         try:
             return self.manager.restore(step, args=ocp.args.Composite(record=ocp.args.JsonRestore()))["record"]
         except Exception as err:  # orbax raises many types for a damaged directory
-            raise self._damaged(step, "record", err) from err
+            raise self._damaged(step, "record") from err
 
     def check_identity(self, record: dict[str, Any], identity: dict[str, Any], step: int) -> None:
-        """Refuse a checkpoint written by a different run, naming what differs."""
-        if record.get("fingerprint") == fingerprint(identity):
-            return
+        """Refuse a checkpoint written by a different run, naming what differs (a checkpoint written before
+        the run's budget was extended belongs to it: :func:`same_run`)."""
         stored = record.get("run")
+        if record.get("fingerprint") == fingerprint(identity) or same_run(stored, identity):
+            return
         detail = identity_mismatch(stored, identity) if isinstance(stored, dict) else (
             "its config, seeds or sweep differ (an older checkpoint without its run's settings)")
         raise CheckpointError(f"the checkpoints under {self.directory} belong to a different run (checkpoint {step}): "
@@ -255,16 +321,17 @@ class Checkpoints:
             stored_tree = self.manager.item_metadata(step)["state"]
             stored = leaf_table(getattr(stored_tree, "tree", stored_tree))
         except Exception as err:
-            raise self._damaged(step, "state metadata", err) from err
+            raise self._damaged(step, "state metadata") from err
         expected = leaf_table(target)
         if stored != expected:
             raise CheckpointError(f"checkpoint {step} under {self.directory} does not match this program's "
                                   f"train state: {describe_mismatch(expected, stored)}")
         args = ocp.args.Composite(state=ocp.args.StandardRestore(target))
+        quiet_late_reads()
         try:
             state = self.manager.restore(step, args=args)["state"]
         except Exception as err:
-            raise self._damaged(step, "arrays", err) from err
+            raise self._damaged(step, "arrays") from err
         return state, record
 
     def wait(self) -> None:

@@ -66,17 +66,37 @@ def field_types(cls: type) -> dict[str, Any]:
     return {f.name: _base_type(hints[f.name]) for f in dataclasses.fields(cls)}
 
 
+# Fields that name what is trained rather than how: set by their own options, never as hyperparameters.
+NOT_HYPERPARAMETERS = ("algo", "env")
+
+
 def suggest(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=3, cutoff=0.5)
+    """`` (did you mean ...?)`` with up to three close matches, case aside (``LAN`` -> ``lan``), or ""."""
+    lower = {c.lower(): c for c in choices}
+    close = [lower[m] for m in difflib.get_close_matches(word.lower(), list(lower), n=3, cutoff=0.5)]
     return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def type_name(tp: type) -> str:
+    """``an int``, ``a float``: the type's name with its article, for messages."""
+    name = getattr(tp, "__name__", str(tp))
+    return f"{'an' if name[:1] in 'aeiou' else 'a'} {name}"
+
+
+def hyperparameters(cls: type) -> list[str]:
+    """The keys of ``cls`` that ``--set`` and ``--sweep`` accept, sorted."""
+    return sorted(f.name for f in dataclasses.fields(cls) if f.name not in NOT_HYPERPARAMETERS)
 
 
 def parse_value(cls: type, key: str, text: str) -> Any:
     """Turn a command-line string into the field's type, or raise ConfigError."""
     types_ = field_types(cls)
+    if key in NOT_HYPERPARAMETERS:
+        what = "algorithm" if key == "algo" else "environment"
+        raise ConfigError(f"{key} is not a hyperparameter: the {what} is chosen by its own option")
     if key not in types_:
-        raise ConfigError(f"unknown hyperparameter {key!r}{suggest(key, list(types_))}; "
-                          f"valid: {', '.join(sorted(types_))}")
+        valid = hyperparameters(cls)
+        raise ConfigError(f"unknown hyperparameter {key!r}{suggest(key, valid)}; valid: {', '.join(valid)}")
     tp = types_[key]
     try:
         if tp is bool:
@@ -96,7 +116,7 @@ def parse_value(cls: type, key: str, text: str) -> Any:
             return value
         return tp(text)
     except ValueError:
-        raise ConfigError(f"{key} must be a {tp.__name__}, got {text!r}") from None
+        raise ConfigError(f"{key} must be {type_name(tp)}, got {text!r}") from None
 
 
 def validate(config: Any) -> Any:
@@ -109,7 +129,7 @@ def validate(config: Any) -> Any:
         if tp is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if tp in (int, float, bool, str) and (not isinstance(value, tp) or (tp is int and isinstance(value, bool))):
-            raise ConfigError(f"{f.name} must be a {tp.__name__}, got {value!r}")
+            raise ConfigError(f"{f.name} must be {type_name(tp)}, got {value!r}")
         if meta.get("choices") is not None and value not in meta["choices"]:
             raise ConfigError(f"{f.name} must be one of {', '.join(map(str, meta['choices']))}; got {value!r}")
         low, high = meta.get("low"), meta.get("high")

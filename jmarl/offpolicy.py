@@ -3,7 +3,8 @@
 Everything here is independent of the loss: the config fields off-policy learners share, the linear
 epsilon schedule, pymarl2's recurrent agent Q-network, agent inputs rebuilt from stored episodes,
 streaming collection into the episode buffer (jmarl.replay), sampling, gradient steps, hard target
-updates, greedy evaluation and decentralised acting.
+updates, greedy evaluation and decentralised acting (``greedy_policy``: what exported policies and
+rendering run, the algorithm contract of docs/contributing.md).
 
 Contract for a learner (subclass :class:`OffPolicyLearner`):
 
@@ -283,6 +284,12 @@ class OffPolicyLearner:
         actions = greedy(q, avail) if key is None else epsilon_greedy(key, q, avail, epsilon)
         return (hidden, actions), actions
 
+    def greedy_policy(self, params, batch: int):
+        """(initial carry, policy) for ``batch`` parallel episodes in ``evaluate_greedy``'s form: the agent
+        Q-network acting greedily on its GRU carry and previous action, for tools that only hold
+        parameters (exported policies, rendering) and for :meth:`evaluate`."""
+        return self.init_carry(batch), lambda carry, obs, avail, reset: self.act(params, carry, obs, avail, reset)
+
     # ----- protocol ---------------------------------------------------------------------------------
 
     def hparams(self) -> dict[str, jax.Array]:
@@ -375,9 +382,5 @@ class OffPolicyLearner:
 
     def evaluate(self, state: OffPolicyState) -> dict[str, jax.Array]:
         cfg = self.config
-        key = evaluation_key(state.key)
-
-        def policy(carry, obs, avail, reset):
-            return self.act(state.params, carry, obs, avail, reset)
-
-        return evaluate_greedy(self.env, policy, self.init_carry(cfg.eval_episodes), key, cfg.eval_episodes)
+        carry, policy = self.greedy_policy(state.params, cfg.eval_episodes)
+        return evaluate_greedy(self.env, policy, carry, evaluation_key(state.key), cfg.eval_episodes)

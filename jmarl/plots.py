@@ -34,16 +34,21 @@ def curve(rows: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray,
     return steps, values.mean(axis=1), lo, hi
 
 
-def plot_curves(series: dict[str, list[dict[str, Any]]], key: str, path: str | Path, title: str = "",
-                optimum: float | None = None) -> Path:
-    """One PNG of ``key``: a mean line and band per label in ``series``; a dashed optimum line if given."""
+def curve_figure(series: dict[str, list[dict[str, Any]]], key: str, title: str = "",
+                 optimum: float | None = None) -> Figure:
+    """The figure :func:`plot_curves` saves. A series of one evaluation point (a one-chunk run) has no line
+    to draw: it gets a marker, and its band a vertical bar."""
     fig = Figure(figsize=(6.0, 4.0), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for label, rows in series.items():
         steps, mean, lo, hi = curve(rows, key)
-        (line,) = ax.plot(steps, mean, label=label)
-        ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.25, linewidth=0)
+        single = len(steps) == 1
+        (line,) = ax.plot(steps, mean, label=label, marker="o" if single else None)
+        if single:
+            ax.vlines(steps, lo, hi, colors=line.get_color(), alpha=0.4, linewidth=4)
+        else:
+            ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.25, linewidth=0)
     if optimum is not None:
         ax.axhline(optimum, color="black", linestyle="--", linewidth=1, label="optimum")
     ax.set_xlabel("env steps (per seed)")
@@ -53,8 +58,14 @@ def plot_curves(series: dict[str, list[dict[str, Any]]], key: str, path: str | P
     if len(series) > 1 or optimum is not None:
         ax.legend(fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def plot_curves(series: dict[str, list[dict[str, Any]]], key: str, path: str | Path, title: str = "",
+                optimum: float | None = None) -> Path:
+    """One PNG of ``key``: a mean line and band per label in ``series``; a dashed optimum line if given."""
     path = Path(path)
-    fig.savefig(path)
+    curve_figure(series, key, title, optimum).savefig(path)
     return path
 
 

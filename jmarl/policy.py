@@ -33,27 +33,69 @@ FORMAT = 1
 def require_greedy_policy(algo: Any) -> None:
     if not callable(getattr(algo, "greedy_policy", None)) or not hasattr(algo, "env"):
         raise ConfigError(f"{algo.config.algo} does not expose greedy_policy(params, batch) and env, which "
-                          f"exported policies and rendering need (contract in jmarl/policy.py)")
+                          f"exported policies and rendering need (contract in docs/contributing.md)")
+
+
+def _param_shapes(algo: Any) -> Any:
+    """Zero arrays shaped like ``algo``'s parameters (from the shapes of its init; nothing is computed)."""
+    target = jax.eval_shape(lambda key: algo.init(key).params, jax.random.PRNGKey(0))
+    return jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), target)
+
+
+def _check_params(params: Any, target: Any) -> None:
+    """Raise ValueError unless ``params`` has ``target``'s tree structure and leaf shapes."""
+    if jax.tree.structure(params) != jax.tree.structure(target) or any(
+            np.shape(a) != np.shape(b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(target), strict=True)):
+        raise ValueError("parameter shapes differ from the config's networks")
 
 
 def export_policy(directory: str | Path, config: Any, params: Any, source: dict[str, Any] | None = None) -> Path:
-    """Write ``params`` (one run's, no run axis) and ``config`` under ``directory``."""
+    """Write ``params`` (one run's, no run axis) and ``config`` under ``directory``.
+
+    Only what :func:`load_policy` can load back is written: a learner without ``greedy_policy`` and
+    ``env``, or parameters that are not its networks', give a ConfigError before anything is written.
+    """
+    algo = make_algorithm(config)
+    require_greedy_policy(algo)
+    try:
+        _check_params(params, _param_shapes(algo))
+    except ValueError as err:
+        raise ConfigError(f"cannot export {config.algo}'s policy: {err}") from None
+    record = {"format": FORMAT, "config": dataclasses.asdict(config), "source": source or {}, "versions": versions()}
+    text = json.dumps(record, indent=1)
+    raw = serialization.to_bytes(jax.device_get(params))
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    record = {"format": FORMAT, "config": dataclasses.asdict(config), "source": source or {}, "versions": versions()}
-    (directory / "policy.json").write_text(json.dumps(record, indent=1))
-    (directory / "params.msgpack").write_bytes(serialization.to_bytes(jax.device_get(params)))
+    (directory / "policy.json").write_text(text)
+    (directory / "params.msgpack").write_bytes(raw)
     return directory
 
 
-@dataclasses.dataclass(frozen=True)
+def parameter_count(params: Any) -> int:
+    return sum(int(np.size(x)) for x in jax.tree.leaves(params))
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
 class Policy:
-    """A loaded policy: the learner object built from the config, and its parameters."""
+    """A loaded policy: the learner object built from the config, and its parameters; printed, it says
+    which algorithm on which env, how many parameters and where it came from."""
 
     config: Any
     algo: Any
     params: Any
     source: dict[str, Any]
+    directory: Path | None = None
+
+    def __repr__(self) -> str:
+        src = self.source
+        if "run_dir" in src:
+            point = ", ".join(f"{k}={v}" for k, v in (src.get("point") or {}).items())
+            origin = f"run {src['run_dir']} seed {src.get('seed', 0)}" + (f" ({point})" if point else "")
+        else:
+            origin = ", ".join(f"{k}={v}" for k, v in src.items()) or "no source recorded"
+        loaded = f", loaded from {self.directory}" if self.directory is not None else ""
+        return (f"Policy({self.config.algo} on {self.config.env}, {parameter_count(self.params):,} parameters, "
+                f"from {origin}{loaded})")
 
     def greedy(self, batch: int) -> tuple[Any, Any]:
         """(initial carry, policy) for ``batch`` parallel episodes."""
@@ -85,15 +127,11 @@ def load_policy(directory: str | Path) -> Policy:
     config = validate(cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items() if k in names}))
     algo = make_algorithm(config)
     require_greedy_policy(algo)
-    target = jax.eval_shape(lambda key: algo.init(key).params, jax.random.PRNGKey(0))
-    target = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), target)
+    target = _param_shapes(algo)
     try:
         params = serialization.from_bytes(target, raw)
-        if jax.tree.structure(params) != jax.tree.structure(target) or any(
-                np.shape(a) != np.shape(b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(target),
-                                                           strict=True)):
-            raise ValueError("parameter shapes differ from the config's networks")
+        _check_params(params, target)
     except Exception as err:  # msgpack and Flax raise several types for damaged or foreign bytes
         raise ConfigError(f"{directory}/params.msgpack does not hold this config's parameters "
                           f"({type(err).__name__}: {err})") from None
-    return Policy(config, algo, params, record.get("source", {}))
+    return Policy(config, algo, params, record.get("source", {}), directory)

@@ -10,13 +10,12 @@ jmarl.sweep and jmarl.spec sit above it.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any
 
 import envs
 from jmarl.algos import dpo, lan, remix, tad_ppo
-from jmarl.config import ConfigError, suggest, validate
+from jmarl.config import ConfigError, hyperparameters, suggest, validate
 
 # name -> (config class, learner class, env defaults by name prefix, preset overrides, description)
 ALGORITHMS: dict[str, tuple[type, type, dict, dict, str]] = {
@@ -95,10 +94,9 @@ def make_config(algo: str, env: str, **overrides: Any) -> Any:
     cls, _, _, preset, _ = _lookup(algo)
     if env not in envs.names():
         raise ConfigError(f"unknown environment {env!r}{suggest(env, envs.names())}; valid: {', '.join(envs.names())}")
-    names = {f.name for f in dataclasses.fields(cls)}
+    valid = hyperparameters(cls)
     for key in overrides:
-        if key not in names or key in ("algo", "env"):
-            valid = sorted(names - {"algo", "env"})
+        if key not in valid:
             raise ConfigError(f"unknown hyperparameter {key!r} for {algo}{suggest(key, valid)}; "
                               f"valid: {', '.join(valid)}")
     values = {**env_defaults(algo, env), **preset, **overrides, "algo": algo, "env": env}

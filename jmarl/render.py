@@ -20,12 +20,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from envs.checkers import COLS, ROWS, Checkers
-from envs.core import AutoReset
+from envs.checkers import APPLE_REWARD, COLS, ROWS, Checkers
+from envs.core import AutoReset, stdout_to_stderr
 from envs.hallway import G1_CELL, G2_CELL, NUM_CELLS, START_CELL, Hallway
 from envs.predator_prey import PredatorPrey
 from jmarl.config import ConfigError
 
+APPLE_COLOUR, LEMON_COLOUR = "#8fd18f", "#f3e27a"
 AGENT_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink",
                  "tab:olive", "tab:cyan", "tab:gray")
 
@@ -88,9 +89,11 @@ def _draw_hallway(ax, env: Hallway, state: Any, bounds: Any) -> None:
         goal = cell in (G1_CELL, G2_CELL)
         ax.add_patch(_rect(cell - 0.5, -0.5, 1, 1, "#cfe8cf" if goal else "white"))
         ax.text(cell, -0.75, labels.get(cell, ""), ha="center", va="top", fontsize=8)
-    for i, pos in enumerate(np.asarray(state.positions)):
-        ax.add_patch(_circle(float(pos), 0.2 - 0.4 * i, 0.17, AGENT_COLOURS[i], str(i)))
-        ax.text(float(pos), 0.2 - 0.4 * i, str(i), ha="center", va="center", color="white", fontsize=8)
+    positions = np.asarray(state.positions)
+    for i, pos in enumerate(positions):
+        _agent(ax, float(pos), 0.2 - 0.4 * i, 0.17, AGENT_COLOURS[i], i)
+    _legend(ax, [_agent_key(AGENT_COLOURS[i], f"agent {i}") for i in range(len(positions))]
+            + [_patch_key("#cfe8cf", "goal (paid when both agents reach it)")])
     ax.set_xlim(-0.6, NUM_CELLS - 0.4)
     ax.set_ylim(-1.2, 0.6)
 
@@ -99,11 +102,13 @@ def _draw_checkers(ax, env: Checkers, state: Any, bounds: Any) -> None:
     apples, lemons = np.asarray(state.apples), np.asarray(state.lemons)
     for r in range(ROWS):
         for c in range(COLS):
-            colour = "#8fd18f" if apples[r, c] else "#f3e27a" if lemons[r, c] else "white"
+            colour = APPLE_COLOUR if apples[r, c] else LEMON_COLOUR if lemons[r, c] else "white"
             ax.add_patch(_rect(c - 0.5, r - 0.5, 1, 1, colour))
     for i, (r, c) in enumerate(np.asarray(state.positions)):
-        ax.add_patch(_circle(float(c), float(r), 0.3, AGENT_COLOURS[i], str(i)))
-        ax.text(float(c), float(r), str(i + 1), ha="center", va="center", color="white", fontsize=9)
+        _agent(ax, float(c), float(r), 0.3, AGENT_COLOURS[i], i)
+    _legend(ax, [_agent_key(AGENT_COLOURS[i], f"agent {i}: apple +{APPLE_REWARD[i]:g}, lemon -{APPLE_REWARD[i]:g}")
+                 for i in range(len(APPLE_REWARD))]
+            + [_patch_key(APPLE_COLOUR, "apple"), _patch_key(LEMON_COLOUR, "lemon")])
     ax.set_xlim(-0.6, COLS - 0.4)
     ax.set_ylim(ROWS - 0.4, -0.6)  # row 0 on top
 
@@ -118,8 +123,8 @@ def _draw_predator_prey(ax, env: PredatorPrey, state: Any, bounds: Any) -> None:
             ax.plot(c, r, marker="*", markersize=14, color="tab:red")
     for i, ((r, c), alive) in enumerate(zip(np.asarray(state.agent_pos), np.asarray(state.agent_alive), strict=True)):
         if alive:
-            ax.add_patch(_circle(float(c), float(r), 0.35, "tab:blue", str(i)))
-            ax.text(float(c), float(r), str(i), ha="center", va="center", color="white", fontsize=7)
+            _agent(ax, float(c), float(r), 0.35, "tab:blue", i, fontsize=7)
+    _legend(ax, [_agent_key("tab:blue", "agent (numbered)"), _mark_key("*", "tab:red", "prey (uncaught)")])
     ax.set_xlim(-0.6, g - 0.4)
     ax.set_ylim(g - 0.4, -0.6)
 
@@ -135,10 +140,15 @@ def _mpe_positions(env: Any, state: Any) -> tuple[np.ndarray, np.ndarray]:
 
 def _draw_mpe(ax, env: Any, state: Any, bounds: Any) -> None:
     agents, landmarks = _mpe_positions(env, state)
-    ax.scatter(landmarks[:, 0], landmarks[:, 1], marker="x", s=60, color="black", label="landmarks")
-    for i, (x, y) in enumerate(agents):
-        ax.add_patch(_circle(float(x), float(y), 0.05, AGENT_COLOURS[i % len(AGENT_COLOURS)], str(i)))
     (lo, hi) = bounds
+    radius = 0.025 * float(max(hi - lo))
+    ax.scatter(landmarks[:, 0], landmarks[:, 1], marker="x", s=60, color="black")
+    for i, (x, y) in enumerate(agents):
+        colour = AGENT_COLOURS[i % len(AGENT_COLOURS)]
+        ax.add_patch(_circle(float(x), float(y), radius, colour, f"agent {i}"))
+        ax.text(float(x) + 1.3 * radius, float(y) + 1.3 * radius, str(i), fontsize=7)
+    _legend(ax, [_agent_key(AGENT_COLOURS[i % len(AGENT_COLOURS)], f"agent {i}") for i in range(len(agents))]
+            + [_mark_key("x", "black", "landmark")])
     ax.set_xlim(lo[0], hi[0])
     ax.set_ylim(lo[1], hi[1])
 
@@ -160,6 +170,37 @@ def _circle(x, y, radius, colour, label):
     from matplotlib.patches import Circle
 
     return Circle((x, y), radius, facecolor=colour, edgecolor="black", linewidth=0.6, label=label)
+
+
+def _agent(ax, x: float, y: float, radius: float, colour: str, index: int, fontsize: int = 8) -> None:
+    """Agent ``index`` (numbered from 0, as in the env's arrays) as a numbered disc."""
+    ax.add_patch(_circle(x, y, radius, colour, f"agent {index}"))
+    ax.text(x, y, str(index), ha="center", va="center", color="white", fontsize=fontsize)
+
+
+def _agent_key(colour: str, label: str):
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], marker="o", linestyle="none", markersize=8, markerfacecolor=colour,
+                  markeredgecolor="black", markeredgewidth=0.6, label=label)
+
+
+def _mark_key(marker: str, colour: str, label: str):
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], marker=marker, linestyle="none", markersize=9, color=colour, label=label)
+
+
+def _patch_key(colour: str, label: str):
+    from matplotlib.patches import Patch
+
+    return Patch(facecolor=colour, edgecolor="grey", linewidth=0.8, label=label)
+
+
+def _legend(ax, handles: list) -> None:
+    """What the marks are, beside the board (never over it)."""
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=7,
+              frameon=False)
 
 
 def drawer(env: Any) -> tuple[Callable, Callable[[list[Any]], Any]]:
@@ -187,7 +228,7 @@ def draw_frames(env: Any, episode: Episode, title: str) -> list[np.ndarray]:
     bounds = bounds_of(episode.states)
     frames, total = [], 0.0
     for t, state in enumerate(episode.states):
-        fig = Figure(figsize=(5.0, 3.2 if isinstance(raw, Hallway | Checkers) else 5.0), dpi=80)
+        fig = Figure(figsize=(6.6, 3.2 if isinstance(raw, Hallway | Checkers) else 5.0), dpi=80)
         canvas = FigureCanvasAgg(fig)
         ax = fig.add_subplot()
         draw(ax, raw, state, bounds)
@@ -218,7 +259,8 @@ def render_smax(env: Any, episode: Episode, path: str | Path, keys: list[jax.Arr
     import matplotlib
 
     matplotlib.use("Agg")
-    from jaxmarl.viz.visualizer import SMAXVisualizer
+    with stdout_to_stderr():  # jaxmarl prints on import
+        from jaxmarl.viz.visualizer import SMAXVisualizer
 
     raw = env.unwrapped
     sequence = [(k, s, {a: jnp.asarray(int(episode.actions[t][i])) for i, a in enumerate(raw.agents)})

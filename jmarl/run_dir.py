@@ -39,7 +39,7 @@ from jmarl.config import ConfigError, validate
 from jmarl.core import Plan
 from jmarl.registry import config_class
 from jmarl.results import EVAL_KEYS, MetricsFiles, read_rows, summary_markdown
-from jmarl.spec import RunOptions, abstract_state, run_identity
+from jmarl.spec import RunOptions, RunSpec, abstract_state, run_identity
 
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "chex", "numpy", "jaxmarl", "jumanji", "jmarl")
 
@@ -80,7 +80,8 @@ def config_record(config: Any, opts: RunOptions, p: Plan | None) -> dict[str, An
                     num_chunks=p.num_chunks)
     meta.update(jax=jax.__version__, devices=opts.devices, vmap_block=opts.vmap_block,
                 checkpoint_every=opts.checkpoint_every, keep_checkpoints=opts.keep_checkpoints,
-                checkpoint_replay=opts.checkpoint_replay, versions=versions(), git_commit=git_commit())
+                checkpoints=opts.checkpoints, checkpoint_replay=opts.checkpoint_replay, versions=versions(),
+                git_commit=git_commit())
     return meta
 
 
@@ -97,6 +98,46 @@ def prepare_files(config: Any, out: Path, leaf: list[Path], points: list[dict], 
             (d / "config.json").write_text(json.dumps(point_meta, indent=1))
         rows = read_rows(d / "metrics.jsonl") if kept_steps is not None else []
         MetricsFiles(d).reset([r for r in rows if r["env_steps"] <= (kept_steps or 0)])
+
+
+RUN_FILES = ("config.json", "metrics.jsonl", "metrics.csv")  # what a run writes before its first chunk ends
+
+
+def own_paths(spec: RunSpec) -> list[Path]:
+    """The directories and files a run writes before its first chunk ends: the results directory (and the
+    folders above it that do not exist yet), each program's and sweep point's directory with its config.json
+    and metrics files, and checkpoints/."""
+    if spec.out is None:
+        return []
+    above = [d for d in spec.out.parents if d != Path(".")]
+    missing = above[:next((i for i, d in enumerate(above) if d.exists()), len(above))]
+    dirs = {spec.out}
+    for program in spec.programs:
+        base = spec.program_dir(program)
+        dirs.update({base, base / "checkpoints"})
+        dirs.update(base / sw.point_name(point) for point in spec.points if point)
+    return sorted(dirs | {d / name for d in dirs for name in RUN_FILES} | set(missing))
+
+
+def snapshot(paths: list[Path]) -> set[Path]:
+    """Which of ``paths`` exist before a run writes there."""
+    return {p for p in paths if p.exists()}
+
+
+def remove_unstarted(paths: list[Path], before: set[Path]) -> None:
+    """Undo what a run that stopped before its first chunk created among ``paths`` (:func:`own_paths`): its
+    config.json files, metrics files without rows, and the directories that are then empty. What existed
+    before (``before``, :func:`snapshot`) and everything else is left alone."""
+    for path in sorted(paths, key=lambda x: len(x.parts), reverse=True):
+        if path in before:
+            continue
+        try:
+            if path.is_file() and (path.name == "config.json" or path.stat().st_size == 0):
+                path.unlink()
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        except OSError:
+            pass
 
 
 def write_sequential_record(out: Path, config: Any, opts: RunOptions, sweep: dict[str, tuple],

@@ -13,15 +13,25 @@ Stopping early, between chunks:
 - SIGINT or SIGTERM during the chunk loop lets the current chunk finish, checkpoints it (whatever
   ``checkpoint_every`` says), waits for the write and raises :class:`Interrupted`; resuming then ends
   exactly like an uninterrupted run. A second SIGINT while the checkpoint is written aborts at once.
+- SIGINT (KeyboardInterrupt) before a program's first chunk (while compiling, restoring or
+  initialising) raises :class:`Interrupted` too; a new run that has trained nothing yet removes what
+  it created in the results directory (run_dir.remove_unstarted), never anything that was there.
+
+What it prints: a line before compiling and the compile time after it (saying when the executables
+came from jax's persistent compilation cache, :func:`use_compile_cache`), the memory plan, a progress
+line after every chunk (and a line every minute that a long chunk runs), the final table. The line of
+an interruption is the exception's message; the runner does not print it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,7 +43,9 @@ from jmarl import devices as dev
 from jmarl import memory, run_dir
 from jmarl import sweep as sw
 from jmarl.checkpoint import (
+    CheckpointError,
     Checkpoints,
+    DamagedCheckpoint,
     fingerprint,
     has_replay,
     replay_omitted,
@@ -43,7 +55,7 @@ from jmarl.checkpoint import (
 )
 from jmarl.core import NONFINITE, Plan
 from jmarl.program import Program, compile_program
-from jmarl.progress import Progress
+from jmarl.progress import Progress, print_line
 from jmarl.results import EVAL_KEYS, MetricsFiles, eval_keys, format_table, metric_rows, read_rows, summarise
 from jmarl.spec import ProgramSpec, RunOptions, RunSpec, make_run_spec, seed_keys
 
@@ -67,6 +79,15 @@ class _Stopped(Exception):
     def __init__(self, env_steps: int, signum: int, saved: bool):
         super().__init__(env_steps, signum, saved)
         self.env_steps, self.signum, self.saved = env_steps, signum, saved
+
+
+class _EarlyStop(Exception):
+    """SIGINT before a program's first chunk (a KeyboardInterrupt while compiling or starting): the 1-based
+    number of that ``program``, after ``finished`` programs of the run finished in this process."""
+
+    def __init__(self, program: int = 1, finished: int = 0):
+        super().__init__(program, finished)
+        self.program, self.finished = program, finished
 
 
 class StopRequest:
@@ -125,7 +146,7 @@ def checkpoint_chunks(p: Plan, every_updates: int | None) -> int:
 
 
 def run(config: Any, seeds: int = 1, out_dir: str | Path | None = None, base_seed: int = 0,
-        log: Callable[[str], None] = print, *, sweep: dict[str, tuple] | None = None, resume: bool = False,
+        log: Callable[[str], None] = print_line, *, sweep: dict[str, tuple] | None = None, resume: bool = False,
         **options: Any) -> dict[str, Any]:
     """Train ``seeds`` seeds of ``config`` (times the ``sweep`` grid) and return the summary.
 
@@ -138,17 +159,34 @@ def run(config: Any, seeds: int = 1, out_dir: str | Path | None = None, base_see
     return execute(make_run_spec(config, sweep, opts, out_dir, resume), log)
 
 
-def execute(spec: RunSpec, log: Callable[[str], None] = print) -> dict[str, Any]:
+def execute(spec: RunSpec, log: Callable[[str], None] = print_line) -> dict[str, Any]:
     """Compile and train every program of ``spec``, writing its results directory; returns the summary
-    (:func:`run`)."""
-    if not dev.is_main_process():
+    (:func:`run`). Raises :class:`Interrupted` after SIGINT / SIGTERM (its message is the line to show)."""
+    main = dev.is_main_process()
+    if not main:
         log = lambda line: None  # noqa: E731  only process 0 logs
+    own = run_dir.own_paths(spec) if not spec.resume else []
+    before = run_dir.snapshot(own)
     try:
         return _run_programs(spec, log)
     except _Stopped as stopped:
         message = _interrupted_message(stopped.env_steps, spec.out, stopped.saved)
-        log(message)
         raise Interrupted(message, stopped.signum) from None
+    except _EarlyStop as early:
+        if main and early.finished == 0:
+            run_dir.remove_unstarted(own, before)
+        raise Interrupted(_early_message(spec, early), signal.SIGINT) from None
+
+
+def _early_message(spec: RunSpec, early: _EarlyStop) -> str:
+    where = f" of program {early.program}/{len(spec.programs)}" if len(spec.programs) > 1 else ""
+    line = f"interrupted before the first chunk{where}"
+    if early.finished == 0 and not spec.resume:
+        return f"{line}; nothing was saved"
+    if spec.out is not None and spec.options.checkpoints:
+        return f"{line}; resume with: python experiments/run.py --resume {spec.out}"
+    where = "checkpoints are off" if spec.out is not None else "no results directory"
+    return f"{line}; nothing was saved to resume from ({where})"
 
 
 def _run_programs(spec: RunSpec, log: Callable[[str], None]) -> dict[str, Any]:
@@ -163,7 +201,10 @@ def _run_programs(spec: RunSpec, log: Callable[[str], None]) -> dict[str, Any]:
     results = []
     for i, program in enumerate(spec.programs):
         log(f"program {i + 1}/{len(spec.programs)}: {sw.point_name(program.point)}")
-        summary = _run_program(spec, program, log)
+        try:
+            summary = _run_program(spec, program, log)
+        except _EarlyStop:
+            raise _EarlyStop(i + 1, i) from None
         entries = summary["sweep"] if traced else [{"point": {}, **summary}]
         results += [{**e, "point": {**program.point, **e["point"]}} for e in entries]
     if out is not None and dev.is_main_process():
@@ -178,54 +219,73 @@ def _run_program(spec: RunSpec, program: ProgramSpec, log: Callable[[str], None]
     points, seeds = spec.points, opts.seeds
     runs = spec.runs
     identity = spec.identity(program)
-    ckpt = None
-    if out is not None and opts.checkpoints:
-        ckpt = Checkpoints(out / "checkpoints", opts.keep_checkpoints, writer=dev.is_main_process())
-        for moved in ckpt.moved_aside:
-            log(f"incomplete checkpoint (an interrupted write) moved aside to {moved}")
-    resuming = spec.resume and ckpt is not None and bool(ckpt.steps())
-    if resuming:
-        latest = ckpt.steps()[-1]
-        ckpt.check_identity(ckpt.record(latest), identity, latest)
-    prog = compile_program(program)
-    if prog.memory.warning:
-        log(prog.memory.warning)
-    log(prog.memory.line())
-    p, main = prog.plan, dev.is_main_process()
+    p, main = program.plan, dev.is_main_process()
     steps_per_chunk = p.updates_per_chunk * p.steps_per_update
-    every = checkpoint_chunks(p, opts.checkpoint_every)
     leaf = [out / sw.point_name(pt) if (out is not None and traced) else out for pt in points]
+    ckpt = None
+    try:
+        if out is not None and opts.checkpoints:
+            ckpt = Checkpoints(out / "checkpoints", opts.keep_checkpoints, writer=dev.is_main_process())
+            for moved in ckpt.moved_aside:
+                log(f"incomplete checkpoint (an interrupted write) moved aside to {moved}")
+        resuming = spec.resume and ckpt is not None and bool(ckpt.steps())
+        if resuming:
+            latest = ckpt.steps()[-1]
+            record = _resumable(ckpt, lambda: ckpt.record(latest))
+            ckpt.check_identity(record, identity, latest)
+            before = record.get("run", {}).get("config", {}).get("total_steps")
+            if isinstance(before, int) and before < config.total_steps:
+                log(f"extending the run from total_steps={before:,} to {config.total_steps:,} env steps per seed "
+                    f"({p.num_chunks} chunks)")
+        log(f"compiling {config.algo} on {config.env}: {seeds} seed(s)"
+            + (f" x {len(points)} sweep points" if traced else "")
+            + f" = {runs} runs on {program.devices} device(s); {p.num_chunks} chunks of {p.updates_per_chunk} "
+            f"updates x {p.steps_per_update} env steps (this can take a minute)")
+        t0, cached = time.perf_counter(), _CacheEvents()
+        with cached:
+            prog = compile_program(program)
+        log(f"compiled in {time.perf_counter() - t0:.1f}s{cached.note()}")
+        if prog.memory.warning:
+            log(prog.memory.warning)
+        log(prog.memory.line())
+        every = checkpoint_chunks(p, opts.checkpoint_every)
 
-    keys = np.asarray(jax.device_get(seed_keys(opts.base_seed, seeds)))
-    host_inputs = dev.pad_runs((np.tile(keys, (len(points), 1)), sw.hparam_arrays(config, points, seeds)),
-                               prog.padded)
-    keys_in, hparams = prog.put(host_inputs)
-    done, state = 0, None
-    if resuming:
-        state, record = _restore(ckpt, prog, identity)
-        done = record["chunks_done"]
-        log(f"resumed from {ckpt.directory} at chunk {done}/{p.num_chunks} ({done * steps_per_chunk:,} env steps "
-            f"per run)")
-        if replay_omitted(record):
+        keys = np.asarray(jax.device_get(seed_keys(opts.base_seed, seeds)))
+        host_inputs = dev.pad_runs((np.tile(keys, (len(points), 1)), sw.hparam_arrays(config, points, seeds)),
+                                   prog.padded)
+        keys_in, hparams = prog.put(host_inputs)
+        done, state = 0, None
+        if resuming:
+            state, record = _resumable(ckpt, lambda: _restore(ckpt, prog, identity))
+            done = record["chunks_done"]
+            log(f"resumed from {ckpt.directory} at chunk {done}/{p.num_chunks} ({done * steps_per_chunk:,} env "
+                f"steps per run)")
+            if replay_omitted(record):
+                with _device_memory(config, prog):
+                    fresh = prog.init(prog.put(restart_keys(host_inputs[0], done)), hparams)
+                state = with_fresh_replay(state, fresh)
+                del fresh
+                log(_no_replay_message(config, done, opts.checkpoint_replay))
+        elif spec.resume:
+            log(f"no checkpoint under {out}: starting from scratch")
+        if main and out is not None:
+            run_dir.prepare_files(config, out, leaf, points, opts, p, traced,
+                                  done * steps_per_chunk if resuming else None)
+        if state is None:
             with _device_memory(config, prog):
-                fresh = prog.init(prog.put(restart_keys(host_inputs[0], done)), hparams)
-            state = with_fresh_replay(state, fresh)
-            del fresh
-            log(_no_replay_message(config, done, opts.checkpoint_replay))
-    elif spec.resume:
-        log(f"no checkpoint under {out}: starting from scratch")
-    if main and out is not None:
-        run_dir.prepare_files(config, out, leaf, points, opts, p, traced, done * steps_per_chunk if resuming else None)
-    if state is None:
-        with _device_memory(config, prog):
-            state = prog.init(keys_in, hparams)
-    if ckpt is not None and not opts.checkpoint_replay and has_replay(prog.abstract_state):
-        log("checkpoints leave the replay buffer out (--no-checkpoint-replay): a run resumed from one starts "
-            "with an empty buffer and will differ from an uninterrupted run")
+                state = prog.init(keys_in, hparams)
+        if ckpt is not None and not opts.checkpoint_replay and has_replay(prog.abstract_state):
+            log("checkpoints leave the replay buffer out (--no-checkpoint-replay): a run resumed from one starts "
+                "with an empty buffer and will differ from an uninterrupted run")
+    except KeyboardInterrupt:
+        if ckpt is not None:
+            ckpt.close()  # nothing is being written yet
+        raise _EarlyStop from None
+    except BaseException:
+        if ckpt is not None:
+            ckpt.close()
+        raise
 
-    log(f"{config.algo} on {config.env}: {seeds} seed(s)" + (f" x {len(points)} sweep points" if traced else "")
-        + f" = {runs} runs on {prog.mesh.devices.size} device(s); {p.num_chunks} chunks of {p.updates_per_chunk} "
-        f"updates x {p.steps_per_update} env steps; compiled in {prog.compile_s:.1f}s")
     progress = Progress(p.total_steps, runs, log)
     progress.start(done * steps_per_chunk)
     last_rows: list[list[dict]] = []
@@ -233,7 +293,7 @@ def _run_program(spec: RunSpec, program: ProgramSpec, log: Callable[[str], None]
     try:
         with stop:
             for i in range(done, p.num_chunks):
-                with _device_memory(config, prog):
+                with _device_memory(config, prog), progress.chunk(i + 1, p.num_chunks):
                     state, metrics = prog.chunk(state, hparams)
                     metrics = dev.fetch(metrics)
                 memory.write_report(prog.memory, {"compile_s": prog.compile_s, "chunks_done": i + 1})
@@ -285,6 +345,20 @@ def _run_program(spec: RunSpec, program: ProgramSpec, log: Callable[[str], None]
     return {"sweep": summaries}
 
 
+def _resumable(ckpt: Checkpoints, read: Callable[[], Any]) -> Any:
+    """``read()`` of the checkpoint to resume from; a damaged one is refused with what to do about it."""
+    try:
+        return read()
+    except DamagedCheckpoint as err:
+        if err.older is None:
+            todo = "there is no older complete checkpoint: start the run again in another results directory"
+        else:
+            todo = (f"to continue from checkpoint {err.older}, move it aside (mv {err.step_dir} "
+                    f"{err.step_dir}.damaged) and resume again")
+        raise CheckpointError(f"cannot resume: checkpoint {err.step} under {err.directory} is damaged (its "
+                              f"{err.part} could not be read); {todo}") from None
+
+
 def _restore(ckpt: Checkpoints, prog: Program, identity: dict) -> tuple[Any, dict]:
     """The latest checkpoint as global arrays (padded runs are not stored: they are re-derived); without
     its replay buffer (None) when it was written without one."""
@@ -296,6 +370,74 @@ def _restore(ckpt: Checkpoints, prog: Program, identity: dict) -> tuple[Any, dic
     host = jax.tree.map(lambda x: np.zeros((prog.runs,) + x.shape[1:], x.dtype), abstract)
     state, record = ckpt.restore(host, expect=identity)
     return prog.put(dev.pad_runs(state, prog.padded)), record
+
+
+# ----- compilation: jax's persistent cache ------------------------------------------------------
+
+COMPILE_CACHE_ENV = "JMARL_COMPILE_CACHE"  # where the command-line tools keep compiled programs
+
+
+def default_compile_cache() -> Path:
+    """``$JMARL_COMPILE_CACHE``, else ``$XDG_CACHE_HOME/jmarl/xla``, else ``~/.cache/jmarl/xla``."""
+    chosen = os.environ.get(COMPILE_CACHE_ENV)
+    if chosen:
+        return Path(chosen).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "jmarl" / "xla"
+
+
+def use_compile_cache(directory: str | Path | None = None) -> str | None:
+    """Turn on jax's persistent compilation cache in ``directory`` (default :func:`default_compile_cache`), so
+    that a program compiled once loads in seconds in later processes; call it before anything compiles.
+    jax's own setting (``JAX_COMPILATION_CACHE_DIR``) is kept when given. Returns the directory in use, or None
+    when it cannot be created (the run then compiles as usual). jax caches what took at least
+    ``jax_persistent_cache_min_compile_time_secs`` (1 s) to compile: the init and chunk programs."""
+    current = jax.config.jax_compilation_cache_dir
+    if current:
+        return current
+    path = Path(directory) if directory is not None else default_compile_cache()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    return str(path)
+
+
+_CACHE_COUNTS = {"hits": 0, "misses": 0}
+_CACHE_EVENTS = {"/jax/compilation_cache/cache_hits": "hits", "/jax/compilation_cache/cache_misses": "misses"}
+_cache_lock = threading.Lock()
+_cache_listening = False
+
+
+def _count_cache_event(event: str, **kwargs: Any) -> None:
+    name = _CACHE_EVENTS.get(event)
+    if name is not None:
+        with _cache_lock:
+            _CACHE_COUNTS[name] += 1
+
+
+class _CacheEvents:
+    """Counts the persistent cache's hits and misses (jax's monitoring events) inside a ``with`` block."""
+
+    def __enter__(self) -> _CacheEvents:
+        global _cache_listening
+        with _cache_lock:
+            if not _cache_listening:
+                jax.monitoring.register_event_listener(_count_cache_event)
+                _cache_listening = True
+            self.start = dict(_CACHE_COUNTS)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        with _cache_lock:
+            self.hits = _CACHE_COUNTS["hits"] - self.start["hits"]
+            self.misses = _CACHE_COUNTS["misses"] - self.start["misses"]
+
+    def note(self) -> str:
+        if not self.hits:
+            return ""
+        return f" ({'partly ' if self.misses else ''}from the persistent compilation cache)"
 
 
 @contextlib.contextmanager

@@ -2,8 +2,10 @@
 
 The run path is one-way: the command line or a library call -> :func:`make_run_spec` (every check that
 can happen before compiling, each once: run options, the sweep split, every sweep point's config, each
-program's learner and budget, the results directory, the memory plan) -> ``jmarl.program`` compiles
-each :class:`ProgramSpec` -> ``jmarl.runner`` runs the chunks -> ``jmarl.run_dir`` writes the results.
+program's learner and budget, the results directory (a new run never writes over an earlier run's
+results; a resumed run has something to resume from and keeps its chunk size), the memory plan) ->
+``jmarl.program`` compiles each :class:`ProgramSpec` -> ``jmarl.runner`` runs the chunks ->
+``jmarl.run_dir`` writes the results.
 
 A run is ``seeds`` x the traced sweep grid (one vectorised axis of one program, run r = point
 r // seeds, seed r % seeds) for each point of the sequential sweep grid (one program each).
@@ -12,6 +14,7 @@ r // seeds, seed r % seeds) for each point of the sequential sweep grid (one pro
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ import numpy as np
 from jmarl import devices as dev
 from jmarl import memory
 from jmarl import sweep as sw
+from jmarl.checkpoint import is_complete
 from jmarl.config import ConfigError, validate
 from jmarl.core import Plan, plan
 from jmarl.registry import build_learner, make_algorithm
@@ -127,8 +131,13 @@ def make_run_spec(config: Any, sweep: dict[str, tuple] | None = None, options: R
         programs.append((point, point_config, learner, p))
     out_path = Path(out) if out is not None else None
     if out_path is not None and not resume:
+        check_fresh_dir(out_path)
         for point, *_ in programs:
-            check_no_checkpoints(out_path / sw.point_name(point) if point else out_path)
+            if point:
+                check_fresh_dir(out_path / sw.point_name(point))
+    if out_path is not None and resume:
+        for point, point_config, _, p in programs:
+            check_resumable(out_path / sw.point_name(point) if point else out_path, point_config, p)
     keys = tuple(traced)
     specs = tuple(ProgramSpec(c, keys, runs, opts.num_devices, opts.vmap_block, point, learner, p,
                               plan_memory(learner, keys, runs, opts.num_devices, opts.vmap_block))
@@ -168,12 +177,77 @@ def check_budget(config: Any, p: Plan) -> None:
                           f"{MAX_PLANNED_STEPS - p.updates_per_chunk * p.steps_per_update}")
 
 
-def check_no_checkpoints(program_dir: Path) -> None:
-    """Refuse to mix a new run's checkpoints with an old run's (before anything compiles)."""
+RESULT_FILES = ("config.json", "metrics.jsonl", "metrics.csv", "summary.json")
+
+
+def checkpoint_steps(program_dir: Path) -> list[str]:
+    """Names of the step directories under ``program_dir/checkpoints`` (complete or not)."""
     ckpt = program_dir / "checkpoints"
-    if ckpt.is_dir() and any(d.name.isdigit() for d in ckpt.iterdir()):
-        raise ConfigError(f"{program_dir} already holds checkpoints of a run; continue it with --resume "
-                          f"{program_dir} or choose another results directory")
+    return sorted(d.name for d in ckpt.iterdir() if d.name.isdigit()) if ckpt.is_dir() else []
+
+
+def has_complete_checkpoint(program_dir: Path) -> bool:
+    return any(is_complete(program_dir / "checkpoints" / name) for name in checkpoint_steps(program_dir))
+
+
+def check_fresh_dir(directory: Path) -> None:
+    """A new run never writes over an earlier run's checkpoints or results files (before anything compiles)."""
+    if checkpoint_steps(directory):
+        raise ConfigError(f"{directory} already holds checkpoints of a run; continue it with --resume "
+                          f"{directory} or choose another results directory")
+    found = [name for name in RESULT_FILES if (directory / name).is_file()]
+    if found:
+        raise ConfigError(f"{directory} already holds a run's results ({', '.join(found)}) and no checkpoint to "
+                          f"resume from; choose another results directory (its files stay as they are)")
+
+
+def _record(program_dir: Path) -> dict[str, Any]:
+    """The program directory's config.json ({} when absent or unreadable)."""
+    try:
+        record = json.loads((program_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _results(program_dir: Path, finished: bool) -> list[str]:
+    """Results files of ``program_dir`` (or of its sweep points' subdirectories): the summaries of a finished
+    run, and with ``finished=False`` also metrics files that hold rows."""
+    found = []
+    for d in (program_dir, *sorted(x for x in program_dir.iterdir() if x.is_dir() and "=" in x.name)):
+        if (d / "summary.json").is_file():
+            found.append(str((d / "summary.json").relative_to(program_dir)))
+        metrics = d / "metrics.jsonl"
+        if not finished and metrics.is_file() and metrics.stat().st_size > 0:
+            found.append(str(metrics.relative_to(program_dir)))
+    return found
+
+
+def check_resumable(program_dir: Path, config: Any, p: Plan) -> None:
+    """A resumed program continues from a checkpoint. Without one it starts from scratch only when that
+    overwrites nothing it could not redo: no summary of a finished run, and no rows of a run made without
+    checkpoints. A larger ``total_steps`` extends it in chunks of the same size; a smaller one is refused."""
+    if not program_dir.is_dir():
+        return
+    record = _record(program_dir)
+    if not has_complete_checkpoint(program_dir):
+        no_checkpoints = record.get("checkpoints") is False
+        found = _results(program_dir, finished=not no_checkpoints)
+        if found:
+            why = " (it ran with --no-checkpoints)" if no_checkpoints else ""
+            raise ConfigError(f"{program_dir} holds no checkpoint to resume from{why} and already holds results "
+                              f"({', '.join(found)}); they stay as they are: start a new run in another results "
+                              f"directory")
+        return
+    budget, chunk = record.get("total_steps"), record.get("updates_per_chunk")
+    if isinstance(budget, int) and config.total_steps < budget:
+        raise ConfigError(f"total_steps={config.total_steps} is below the budget of the run in {program_dir} "
+                          f"({budget} env steps per seed): a resumed run can be extended, not shortened")
+    if isinstance(chunk, int) and chunk != p.updates_per_chunk:
+        raise ConfigError(f"the run in {program_dir} trained in chunks of {chunk} updates (its whole budget was "
+                          f"less than eval_every={config.eval_every} updates); total_steps={config.total_steps} "
+                          f"would train in chunks of {p.updates_per_chunk}, which its checkpoints cannot continue: "
+                          f"start a new run with this budget instead")
 
 
 # ----- what a run is, in arrays ----------------------------------------------------------------

@@ -20,6 +20,20 @@ def test_unknown_name_lists_close_matches_and_all_names():
         envs.make("smax_3s5")
     msg = str(err.value)
     assert "'smax_3s5z'" in msg and "Did you mean" in msg and "hallway" in msg
+    with pytest.raises(ValueError, match="Did you mean 'smax_3m'"):
+        envs.make("SMAX_3m")  # names are lower-case
+
+
+def test_jaxmarl_import_prints_nothing_on_stdout():
+    """jaxmarl prints "Importing submoduled environments..." when imported: stdout keeps only our own output."""
+    import subprocess
+    import sys
+
+    code = "import envs; envs.make('mpe_simple_spread'); envs.make('smax_3m'); print('ours')"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=__import__("pathlib").Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "ours\n"
 
 
 def test_unknown_option_is_rejected_with_valid_options():

@@ -125,6 +125,29 @@ def test_each_env_family_draws_its_state(name):
     assert frames[0].std() > 10  # something was drawn on the white canvas
 
 
+@pytest.mark.parametrize("name, legend", [
+    ("hallway", ["agent 0", "agent 1", "goal (paid when both agents reach it)"]),
+    ("checkers", ["agent 0: apple +10, lemon -10", "agent 1: apple +1, lemon -1", "apple", "lemon"]),
+    ("predator_prey", ["agent (numbered)", "prey (uncaught)"]),
+    ("mpe_line_control", ["agent 0", "agent 1", "agent 2", "agent 3", "agent 4", "landmark"]),
+])
+def test_frames_say_what_their_marks_are_and_number_agents_from_0(name, legend):
+    from matplotlib.figure import Figure
+
+    from envs.hallway import HallwayState
+    from jmarl.render import drawer
+
+    env = envs.wrap(envs.make(name))
+    state = {**_synthetic_states(), "hallway": HallwayState(np.array([1, 3]))}[name]
+    draw, bounds = drawer(env)
+    ax = Figure().add_subplot()
+    draw(ax, env.unwrapped, state, bounds([state]))
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == legend
+    numbers = sorted(int(t.get_text()) for t in ax.texts if t.get_text().isdigit())
+    alive = np.asarray(getattr(state, "agent_alive", np.ones(env.spec.num_agents, bool)))
+    assert numbers == list(np.flatnonzero(alive))  # agents numbered as in the env's arrays, from 0
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["mpe_simple_spread", "smax_3m"])
 def test_jaxmarl_envs_render_an_episode(name, tmp_path):
@@ -134,3 +157,57 @@ def test_jaxmarl_envs_render_an_episode(name, tmp_path):
     episode, paths = render(algo, params, jax.random.PRNGKey(1), tmp_path, name)
     with Image.open(paths[0]) as gif:
         assert gif.n_frames >= episode.length + 1
+
+
+def _hashes(directory):
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir())}
+
+
+def test_export_never_writes_over_a_policy(trained, tmp_path, capsys):
+    exported = tmp_path / "policy"
+    assert main([str(trained), "--export", str(exported)]) == 0
+    before = _hashes(exported)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(trained), "--export", str(exported), "--seed", "1"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and err == (
+        f"evaluate.py: error: --export {exported} already holds a policy (policy.json, params.msgpack); choose "
+        f"another directory (its files stay as they are)")
+    assert _hashes(exported) == before
+
+
+@pytest.fixture(scope="module")
+def damaged(tmp_path_factory):
+    """The same run with a checkpoint after every chunk (2, 3, 4 kept), and checkpoint 4's state metadata cut
+    in half."""
+    out = tmp_path_factory.mktemp("damaged") / "run"
+    run(CONFIG, seeds=2, out_dir=out, log=lambda line: None, plots=False, checkpoint_every=1)
+    metadata = out / "checkpoints" / "4" / "state" / "_METADATA"
+    metadata.write_bytes(metadata.read_bytes()[: metadata.stat().st_size // 2])
+    return out
+
+
+def test_a_damaged_checkpoint_names_the_step_to_evaluate_instead(damaged, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(damaged)])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and err == (
+        f"evaluate.py: error: checkpoint 4 under {(damaged / 'checkpoints').resolve()} is damaged (its state "
+        f"metadata could not be read); evaluate the older complete checkpoint with --step 3")
+    assert main([str(damaged), "--step", "3"]) == 0
+    assert "checkpoint 3 (96 env steps per run)" in capsys.readouterr().out
+
+
+def test_the_script_says_so_in_one_line_without_tracebacks(damaged):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "experiments" / "evaluate.py"
+    proc = subprocess.run([sys.executable, str(script), str(damaged), "--no-compile-cache"], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stdout == "" and len(proc.stderr.splitlines()) == 1 and "--step 3" in proc.stderr, proc.stderr

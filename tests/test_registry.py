@@ -29,6 +29,8 @@ def test_resolution_order_defaults_env_preset_overrides():
 @pytest.mark.parametrize("args, needle", [
     (("ippp", "matrix_dpo4"), "unknown algorithm 'ippp' (did you mean ippo"),
     (("ippo", "matrix_dpo44"), "unknown environment 'matrix_dpo44' (did you mean matrix_dpo4"),
+    (("LAN", "hallway"), "unknown algorithm 'LAN' (did you mean lan"),  # names are lower-case
+    (("lan", "SMAX_3m"), "unknown environment 'SMAX_3m' (did you mean smax_3m"),
 ])
 def test_unknown_names_suggest_close_ones(args, needle):
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(")):
@@ -36,8 +38,10 @@ def test_unknown_names_suggest_close_ones(args, needle):
 
 
 def test_unknown_keys_are_refused():
-    with pytest.raises(ConfigError, match="unknown hyperparameter 'lrr' for ippo"):
+    with pytest.raises(ConfigError, match="unknown hyperparameter 'lrr' for ippo") as err:
         make_config("ippo", "matrix_dpo4", lrr=1e-3)
+    valid = str(err.value).split("valid: ")[1].split(", ")
+    assert "lr" in valid and "algo" not in valid and "env" not in valid  # --set refuses those two
 
 
 def test_every_name_maps_to_a_config_and_a_learner_of_its_family():

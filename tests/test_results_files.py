@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jmarl.plots import curve, learning_curves
+from jmarl.plots import curve, curve_figure, learning_curves
 from jmarl.progress import Progress, format_duration, render
 from jmarl.results import (
     MetricsFiles,
@@ -98,6 +98,16 @@ def test_learning_curve_pngs(tmp_path):
             assert image.format == "PNG" and image.size == (720, 480)
 
 
+def test_a_one_point_curve_is_drawn_with_a_marker():
+    """A one-chunk run has one evaluation point: no line to draw, so the mean gets a marker."""
+    one = [{"env_steps": 64, "seed": i, "return": float(i)} for i in range(3)]
+    three = [{"env_steps": s, "seed": 0, "return": 1.0} for s in (10, 20, 30)]
+    ax = curve_figure({"one": one, "three": three}, "return", optimum=2.0).axes[0]
+    markers = {line.get_label(): line.get_marker() for line in ax.get_lines()}
+    assert markers["one"] == "o" and markers["three"] in (None, "None", "")
+    assert ax.collections  # the one-point series' band as a bar, the other's as a filled band
+
+
 def test_progress_line():
     assert format_duration(3725.4) == "1:02:05"
     line = render(25, 100, rate=5.0, runs=2, evals={"return": 1.5, "won": 0.25, "other": 3.0})
@@ -110,6 +120,22 @@ def test_progress_line():
     progress.update(100, {"optimality_gap": 0.0})
     assert lines[0].startswith("[####################] 100% | env steps 100/100 | ")
     assert lines[0].endswith("ETA 0:00:00 | eval: gap 0.000")
+
+
+def test_a_long_chunk_says_it_is_still_running():
+    import time
+
+    lines = []
+    progress = Progress(total_steps=100, runs=1, log=lines.append, heartbeat_s=0.05)
+    with progress.chunk(3, 10):
+        time.sleep(0.3)
+    count = len(lines)
+    assert count >= 2 and all(line.startswith("chunk 3/10 running for 0:00:0") for line in lines), lines
+    time.sleep(0.15)
+    assert len(lines) == count  # nothing after the chunk
+    with Progress(total_steps=100, runs=1, log=lines.append, heartbeat_s=None).chunk(1, 1):
+        time.sleep(0.1)
+    assert len(lines) == count
 
 
 def _fake_run(directory, algo, returns):

@@ -19,7 +19,7 @@ RUN = [sys.executable, str(ROOT / "experiments" / "run.py")]
     (["--algo", "dpo", "--env", "hallway", "--set", "lrr=3"], "did you mean lr"),
     (["--algo", "dpo", "--env", "hallway", "--set", "lr=-1"], "lr must be > 0"),
     (["--algo", "dpo", "--env", "hallway", "--set", "gamma=1.5"], "gamma must be <= 1"),
-    (["--algo", "dpo", "--env", "hallway", "--set", "epochs=2.5"], "epochs must be a int"),
+    (["--algo", "dpo", "--env", "hallway", "--set", "epochs=2.5"], "epochs must be an int"),
     (["--algo", "dpo", "--env", "hallway", "--set", "lr"], "KEY=VALUE"),
     (["--algo", "dpo", "--env", "hallway", "--seeds", "0"], "--seeds must be >= 1"),
     (["--algo", "dpo", "--env", "hallway", "--total-steps", "0"], "total_steps must be >= 1"),
@@ -45,7 +45,8 @@ def test_the_script_itself_exits_2_with_one_line():
 
 def test_end_to_end_writes_config_metrics_and_summary(tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.run(RUN + ["--algo", "ippo", "--env", "hallway", "--seeds", "2", "--total-steps", "256",
+    proc = subprocess.run(RUN + ["--no-compile-cache", "--algo", "ippo", "--env", "hallway", "--seeds", "2",
+                                 "--total-steps", "256",
                                  "--set", "num_envs=4", "--set", "num_steps=32", "--set", "eval_every=1",
                                  "--set", "hidden_dim=16", "--set", "epochs=2", "--out", str(out)],
                           capture_output=True, text=True, timeout=600)
@@ -180,3 +181,99 @@ def test_check_prints_only_json_on_stdout_even_for_jaxmarl_envs():
     report = json.loads(proc.stdout)
     assert report["config"]["total_steps"] == 2_000_000 and report["runs_per_program"] == 32
     assert report["programs"][0]["planned_env_steps"] == 2_000_000  # 10,000 updates of 8 envs x 25 steps
+
+
+# ----- results directories: never overwritten, resumed only from checkpoints, extended ------------------------
+
+TINY = ["--algo", "ippo", "--env", "matrix_dpo4", "--set", "num_envs=2", "--set", "num_steps=5", "--set",
+        "hidden_dim=4", "--set", "eval_every=2", "--set", "eval_episodes=1", "--no-plots"]  # 10 env steps per update
+
+
+def _hashes(directory):
+    import hashlib
+
+    return {p.relative_to(directory).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def _refused(argv, capsys):
+    from experiments.run import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert exit_info.value.code == 2 and len(lines) == 1, lines
+    return lines[0]
+
+
+def test_an_earlier_run_without_checkpoints_is_neither_overwritten_nor_resumed(tmp_path, capsys):
+    from experiments.run import main
+
+    out = tmp_path / "run"
+    assert main(TINY + ["--total-steps", "40", "--no-checkpoints", "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["checkpoints"] is False
+    before = _hashes(out)
+    assert {"config.json", "metrics.jsonl", "summary.json"} <= set(before)
+    capsys.readouterr()
+    line = _refused(TINY + ["--total-steps", "40", "--out", str(out)], capsys)
+    assert line == (f"run.py: error: {out} already holds a run's results (config.json, metrics.jsonl, metrics.csv, "
+                    f"summary.json) and no checkpoint to resume from; choose another results directory (its files "
+                    f"stay as they are)")
+    line = _refused(["--resume", str(out)], capsys)
+    assert line.startswith(f"run.py: error: {out} holds no checkpoint to resume from (it ran with --no-checkpoints) "
+                           f"and already holds results")
+    assert _hashes(out) == before
+
+
+def test_resume_with_a_larger_budget_equals_a_run_started_with_it(tmp_path, capsys):
+    """40 env steps are 2 whole chunks of 2 updates: extended to 80, the run equals an 80-step run bit for bit."""
+    from experiments.run import main
+    from jmarl.run_dir import load_checkpoint
+
+    short, long = tmp_path / "short", tmp_path / "long"
+    assert main(TINY + ["--total-steps", "40", "--out", str(short)]) == 0
+    assert main(TINY + ["--total-steps", "80", "--out", str(long)]) == 0
+    before = _hashes(short)
+    capsys.readouterr()
+    line = _refused(["--resume", str(short), "--total-steps", "30"], capsys)
+    assert line == (f"run.py: error: total_steps=30 is below the budget of the run in {short} (40 env steps per "
+                    f"seed): a resumed run can be extended, not shortened")
+    assert _hashes(short) == before
+    assert main(["--resume", str(short), "--total-steps", "80"]) == 0
+    out = capsys.readouterr().out
+    assert "extending the run from total_steps=40 to 80 env steps per seed (4 chunks)" in out
+    assert "resumed from" in out and "at chunk 2/4" in out
+    for name in ("metrics.jsonl", "metrics.csv", "summary.json", "summary.md"):
+        assert (short / name).read_bytes() == (long / name).read_bytes(), name
+    config = json.loads((short / "config.json").read_text())
+    assert (config["total_steps"], config["planned_env_steps"], config["num_chunks"]) == (80, 80, 4)
+    _, a, _, record_a = load_checkpoint(short)
+    _, b, _, record_b = load_checkpoint(long)
+    assert record_a["chunks_done"] == record_b["chunks_done"] == 4
+    import jax
+    import numpy as np
+
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert main(["--resume", str(short), "--total-steps", "80"]) == 0  # resuming a finished run changes nothing
+    for name in ("metrics.jsonl", "summary.json"):
+        assert (short / name).read_bytes() == (long / name).read_bytes(), name
+
+
+def test_the_persistent_compile_cache_gives_the_same_bits(tmp_path):
+    """Two fresh processes with the cache in tmp_path: the second loads the programs from it; results are equal."""
+    cache = tmp_path / "xla"
+    env = {k: v for k, v in os.environ.items()
+           if k != "JAX_COMPILATION_CACHE_DIR" and not k.startswith("JAX_PERSISTENT_CACHE")}  # jax's defaults
+    env["JMARL_COMPILE_CACHE"] = str(cache)
+    outputs = []
+    for name in ("first", "second"):
+        proc = subprocess.run(RUN + TINY + ["--total-steps", "20", "--no-checkpoints", "--out", str(tmp_path / name)],
+                              capture_output=True, text=True, timeout=600, env=env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outputs.append(proc.stdout)
+    compiled = [next(line for line in out.splitlines() if line.startswith("compiled in")) for out in outputs]
+    assert "cache" not in compiled[0] and compiled[1].endswith("(from the persistent compilation cache)"), compiled
+    assert any(cache.iterdir())
+    for name in ("metrics.jsonl", "summary.json"):
+        assert (tmp_path / "first" / name).read_bytes() == (tmp_path / "second" / name).read_bytes()

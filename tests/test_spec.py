@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 
 import pytest
 
@@ -98,3 +100,73 @@ def test_seed_keys_do_not_depend_on_how_many_seeds_run():
     import numpy as np
 
     assert np.array_equal(np.asarray(sp.seed_keys(3, 5))[:2], np.asarray(sp.seed_keys(3, 2)))
+
+
+def _earlier_run(directory, total_steps=256, updates_per_chunk=2, checkpoint=True, checkpoints=True, rows=True):
+    """The files an earlier run left: config.json, results, and (optionally) one complete checkpoint."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps({"total_steps": total_steps, "checkpoints": checkpoints,
+                                                       "updates_per_chunk": updates_per_chunk}))
+    if rows:
+        (directory / "metrics.jsonl").write_text('{"env_steps": 64, "seed": 0, "return": 1.0}\n')
+        (directory / "summary.json").write_text("{}")
+    if checkpoint:
+        step = directory / "checkpoints" / "4"
+        for item in ("state", "record"):
+            (step / item).mkdir(parents=True)
+        (step / "commit_success.txt").write_text("")
+
+
+@pytest.mark.parametrize("name", ["config.json", "metrics.jsonl", "metrics.csv", "summary.json"])
+def test_a_new_run_never_writes_over_an_earlier_runs_results(tmp_path, name):
+    (tmp_path / "notes.txt").write_text("mine")
+    sp.make_run_spec(CONFIG, out=tmp_path)  # other files are no results
+    (tmp_path / name).write_text("")
+    with pytest.raises(ConfigError, match=rf"already holds a run's results \({name}\) and no checkpoint to resume "
+                                          r"from; choose another results directory"):
+        sp.make_run_spec(CONFIG, out=tmp_path)
+
+
+def test_a_sweep_point_directory_is_checked_too(tmp_path):
+    _earlier_run(tmp_path / "num_envs=4", checkpoint=False)
+    with pytest.raises(ConfigError, match="num_envs=4 already holds a run's results"):
+        sp.make_run_spec(CONFIG, {"num_envs": (2, 4)}, out=tmp_path)
+
+
+def test_resume_extends_but_never_shortens_a_run(tmp_path):
+    _earlier_run(tmp_path)
+    longer = sp.make_run_spec(dataclasses.replace(CONFIG, total_steps=512), out=tmp_path, resume=True)
+    assert (longer.programs[0].plan.updates_per_chunk, longer.programs[0].plan.num_chunks) == (2, 8)
+    assert sp.make_run_spec(CONFIG, out=tmp_path, resume=True).resume
+    with pytest.raises(ConfigError, match=f"total_steps=128 is below the budget of the run in {tmp_path} "
+                                          r"\(256 env steps per seed\): a resumed run can be extended, not shortened"):
+        sp.make_run_spec(dataclasses.replace(CONFIG, total_steps=128), out=tmp_path, resume=True)
+
+
+def test_resume_refuses_a_budget_that_changes_the_chunks(tmp_path):
+    """A run shorter than one eval_every chunk trained in smaller chunks, which a longer budget would not keep."""
+    _earlier_run(tmp_path, total_steps=32, updates_per_chunk=1)
+    with pytest.raises(ConfigError, match="trained in chunks of 1 updates .* would train in chunks of 2, which its "
+                                          "checkpoints cannot continue"):
+        sp.make_run_spec(CONFIG, out=tmp_path, resume=True)
+
+
+@pytest.mark.parametrize("checkpoints, found, why", [
+    (False, "summary.json, metrics.jsonl", " (it ran with --no-checkpoints)"),  # rows it cannot redo from anything
+    (True, "summary.json", ""),  # a finished run whose checkpoints are gone
+])
+def test_resume_refuses_results_without_a_checkpoint(tmp_path, checkpoints, found, why):
+    _earlier_run(tmp_path, checkpoint=False, checkpoints=checkpoints)
+    message = f"holds no checkpoint to resume from{why} and already holds results ({found}); they stay as they are"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        sp.make_run_spec(CONFIG, out=tmp_path, resume=True)
+
+
+def test_resume_without_a_checkpoint_starts_afresh_when_nothing_is_lost(tmp_path):
+    started = tmp_path / "started"  # config.json, no rows yet
+    _earlier_run(started, checkpoint=False, rows=False)
+    assert sp.make_run_spec(CONFIG, out=started, resume=True).resume
+    cut = tmp_path / "cut"  # rows of a checkpointed run stopped before its first complete checkpoint: redone alike
+    _earlier_run(cut, checkpoint=False, rows=False)
+    (cut / "metrics.jsonl").write_text('{"env_steps": 64, "seed": 0, "return": 1.0}\n')
+    assert sp.make_run_spec(CONFIG, out=cut, resume=True).resume

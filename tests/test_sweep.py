@@ -27,7 +27,7 @@ QUIET = dict(log=lambda line: None, plots=False, checkpoints=False)
     (["lr=1e-3", "lr=1e-4"], "given twice"),
     (["lr=1e-3,1e-3"], "repeats a value"),
     (["lr=,"], "has no values"),
-    (["epochs=1.5,2"], "epochs must be a int"),
+    (["epochs=1.5,2"], "epochs must be an int"),
 ])
 def test_malformed_sweeps_are_rejected(items, needle):
     with pytest.raises(ConfigError, match=needle):
