@@ -5,7 +5,7 @@ learners on each game: no GRU (the games are fully observed), advantages left in
 entropy bonus large enough to keep exploring until the sequential policy has seen its optimum (annealed
 linearly to zero on the ten matrices and the hallway so that the greedy policies sharpen). With MAPPO's
 defaults (normalised advantages, entropy 0.01) both learners settle on local optima within a few updates.
-Seeds are ``split(PRNGKey(1), seeds)``; tests/test_tad_ppo_learning.py asserts the paper's claims with
+Seeds are ``split(PRNGKey(1), seeds)``; tests/algos/test_tad_ppo_learning.py asserts the paper's claims with
 these settings.
 
     python experiments/tad_didactic.py [--games matrix_qtran matrix_tad10 hallway] [--algos tad_ppo mappo] [--seeds 10]

@@ -94,7 +94,7 @@ class ActorCritic(nn.Module):
 
 # Categorical KL and entropy from log-probabilities the learners already hold. Not distrax's
 # Categorical: it log-softmaxes its logits when built and again inside kl_divergence / entropy, so its
-# results agree only to float32 rounding, not bit for bit (tests/test_dpo_loss.py compares the two).
+# results agree only to float32 rounding, not bit for bit (tests/algos/test_dpo_loss.py compares the two).
 
 
 def categorical_kl(logp_old: jax.Array, logp_new: jax.Array) -> jax.Array:

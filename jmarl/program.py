@@ -19,8 +19,8 @@ multi-device program through the SPMD pipeline, which orders some floating-point
 differently, so a run's floats drifted from its single-device result in the last bits. With the
 same executable on every device, a run's results are bitwise equal whatever the device count, as
 long as the vectorised group is the same: the same ``vmap_block`` dividing every device's runs
-(tests/test_sharding.py), and a grouped run equals an ungrouped one with ``vmap_block`` = the group
-(tests/test_memory_plan.py). The cost is one compilation per local device, done in parallel threads.
+(tests/test_program.py), and a grouped run equals an ungrouped one with ``vmap_block`` = the group
+(tests/test_memory.py). The cost is one compilation per local device, done in parallel threads.
 """
 
 from __future__ import annotations

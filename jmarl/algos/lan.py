@@ -17,7 +17,7 @@ The centralised value :class:`CentralValue` embeds per agent [h_a, o_a, u_a, one
 observation, previous action) with one shared Dense(128) + ReLU, sums the embeddings over agents (its
 size does not grow with N beyond the input widths), concatenates the global state and applies two
 hidden layers of 128 (ReLU) and a scalar head. With SMAC's dimensions this gives lan.md Table 3's
-counts (56k on 5m_vs_6m, 111k on 27m_vs_30m; tests/test_lan.py).
+counts (56k on 5m_vs_6m, 111k on 27m_vs_30m; tests/algos/test_lan.py).
 
 Schedule (App. B: "2 updates after every episode, target every 200 updates"), on the streaming core
 (jmarl.offpolicy: one update = ``num_steps`` steps in each of ``num_envs`` envs, then learning):

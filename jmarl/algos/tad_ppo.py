@@ -61,7 +61,7 @@ Choices where the paper (and MAPPO's defaults, which it inherits) is silent, eac
 The paper does not give its settings for the didactic games. With MAPPO's defaults (normalised
 advantages, entropy 0.01) both TAD-PPO and MAPPO settle in local optima there within a few updates;
 advantages in reward units with a large entropy bonus annealed to zero reproduce Fig. 2, 3 and 14
-(tests/test_tad_ppo_learning.py has the settings).
+(tests/algos/test_tad_ppo_learning.py has the settings).
 """
 
 from __future__ import annotations

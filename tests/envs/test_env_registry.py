@@ -31,7 +31,7 @@ def test_jaxmarl_import_prints_nothing_on_stdout():
 
     code = "import envs; envs.make('mpe_simple_spread'); envs.make('smax_3m'); print('ours')"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          cwd=__import__("pathlib").Path(__file__).resolve().parents[1])
+                          cwd=__import__("pathlib").Path(__file__).resolve().parents[2])
     assert done.returncode == 0, done.stderr
     assert done.stdout == "ours\n"
 
