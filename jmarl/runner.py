@@ -54,6 +54,7 @@ from jmarl.checkpoint import (
     without_replay,
 )
 from jmarl.core import NONFINITE, Plan
+from jmarl.loggers import open_loggers
 from jmarl.program import Program, compile_program
 from jmarl.progress import Progress, print_line
 from jmarl.results import EVAL_KEYS, MetricsFiles, eval_keys, format_table, metric_rows, read_rows, summarise
@@ -222,7 +223,7 @@ def _run_program(spec: RunSpec, program: ProgramSpec, log: Callable[[str], None]
     p, main = program.plan, dev.is_main_process()
     steps_per_chunk = p.updates_per_chunk * p.steps_per_update
     leaf = [out / sw.point_name(pt) if (out is not None and traced) else out for pt in points]
-    ckpt = None
+    ckpt, writers = None, open_loggers((), (), config, ())
     try:
         if out is not None and opts.checkpoints:
             ckpt = Checkpoints(out / "checkpoints", opts.keep_checkpoints, writer=dev.is_main_process())
@@ -271,6 +272,7 @@ def _run_program(spec: RunSpec, program: ProgramSpec, log: Callable[[str], None]
         if main and out is not None:
             run_dir.prepare_files(config, out, leaf, points, opts, p, traced,
                                   done * steps_per_chunk if resuming else None)
+            writers = open_loggers(opts.loggers, leaf, config, points)
         if state is None:
             with _device_memory(config, prog):
                 state = prog.init(keys_in, hparams)
@@ -278,10 +280,12 @@ def _run_program(spec: RunSpec, program: ProgramSpec, log: Callable[[str], None]
             log("checkpoints leave the replay buffer out (--no-checkpoint-replay): a run resumed from one starts "
                 "with an empty buffer and will differ from an uninterrupted run")
     except KeyboardInterrupt:
+        writers.close()
         if ckpt is not None:
             ckpt.close()  # nothing is being written yet
         raise _EarlyStop from None
     except BaseException:
+        writers.close()
         if ckpt is not None:
             ckpt.close()
         raise
@@ -305,6 +309,7 @@ def _run_program(spec: RunSpec, program: ProgramSpec, log: Callable[[str], None]
                 if main and out is not None:
                     for d, rows in zip(leaf, last_rows, strict=True):
                         MetricsFiles(d).append(rows)
+                    writers.write(last_rows)
                 flat = [r for rows in last_rows for r in rows]
                 progress.update(flat[0]["env_steps"], {k: float(np.mean([r[k] for r in flat]))
                                                        for k in eval_keys(flat[0], EVAL_KEYS)})
@@ -325,6 +330,8 @@ def _run_program(spec: RunSpec, program: ProgramSpec, log: Callable[[str], None]
         if ckpt is not None:
             ckpt.close()
         raise
+    finally:
+        writers.close()
     if ckpt is not None:
         ckpt.close()
 

@@ -31,6 +31,7 @@ from jmarl.registry import build_learner, make_algorithm
 
 MAX_SEED = 2**32 - 1  # jax.random.PRNGKey keeps 32 bits: larger or negative seeds repeat smaller ones
 MAX_PLANNED_STEPS = 2**31 - 1  # step counters are int32 inside the compiled program
+LOGGERS = ("tensorboard", "wandb")  # the backends of jmarl.loggers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +47,7 @@ class RunOptions:
     checkpoints: bool = True
     checkpoint_replay: bool = True  # False: checkpoints leave an off-policy learner's replay buffer out
     plots: bool = True
+    loggers: tuple[str, ...] = ()  # metric loggers beside the results files: "tensorboard", "wandb" (jmarl.loggers)
 
     def check(self) -> None:
         if self.seeds < 1:
@@ -58,6 +60,9 @@ class RunOptions:
         if self.keep_checkpoints < 1:
             raise ConfigError(f"--keep-checkpoints must be >= 1, got {self.keep_checkpoints}")
         check_block(self.vmap_block)
+        unknown = [name for name in self.loggers if name not in LOGGERS]
+        if unknown:
+            raise ConfigError(f"unknown logger {unknown[0]!r}; valid: {', '.join(LOGGERS)}")
         if self.devices is not None:
             dev.make_mesh(self.devices)  # raises if out of range
 
@@ -118,6 +123,10 @@ def make_run_spec(config: Any, sweep: dict[str, tuple] | None = None, options: R
     opts.check()
     if resume and out is None:
         raise ConfigError("resume needs the run's results directory")
+    if opts.loggers and out is None:
+        flags = " and ".join(f"--{name}" for name in opts.loggers)
+        raise ConfigError(f"{flags} write{'s' if len(opts.loggers) == 1 else ''} under the results directory; "
+                          f"drop --no-save (or the logger)")
     traced, sequential = sw.split(config.algo, dict(sweep or {}))
     for point in sw.grid({**sequential, **traced}):
         validate(dataclasses.replace(config, **point))

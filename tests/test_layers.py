@@ -26,7 +26,7 @@ LAYERS: dict[str, int] = {
     "jmarl.sweep": 5,
     "jmarl.spec": 6,
     "jmarl.program": 7,
-    "jmarl.run_dir": 8, "jmarl.runner": 8, "jmarl.policy": 8,
+    "jmarl.run_dir": 8, "jmarl.runner": 8, "jmarl.policy": 8, "jmarl.loggers": 8,
     "jmarl": 9,  # the package's public API (jmarl/__init__.py)
 }
 
