@@ -37,13 +37,14 @@ import jmarl  # noqa: E402
 from experiments import presets  # noqa: E402
 from experiments.cli import Parser, description  # noqa: E402
 from jmarl.checkpoint import CheckpointError  # noqa: E402
+from jmarl.compile_cache import use_compile_cache  # noqa: E402
 from jmarl.config import ConfigError, parse_value  # noqa: E402
 from jmarl.core import plan  # noqa: E402
 from jmarl.memory import use_more_device_memory  # noqa: E402
 from jmarl.registry import config_class, make_algorithm  # noqa: E402
 from jmarl.results import read_rows  # noqa: E402
 from jmarl.run_dir import read_run  # noqa: E402
-from jmarl.runner import Interrupted, NonFiniteError, run, use_compile_cache  # noqa: E402
+from jmarl.runner import Interrupted, NonFiniteError, run  # noqa: E402
 
 
 def build_parser() -> Parser:

@@ -29,13 +29,13 @@ import numpy as np  # noqa: E402
 from experiments.cli import Parser, description  # noqa: E402
 from jmarl import sweep as sw  # noqa: E402
 from jmarl.checkpoint import CheckpointError, DamagedCheckpoint  # noqa: E402
+from jmarl.compile_cache import use_compile_cache  # noqa: E402
 from jmarl.config import ConfigError, validate  # noqa: E402
 from jmarl.memory import use_more_device_memory  # noqa: E402
 from jmarl.policy import export_policy, load_policy, require_greedy_policy  # noqa: E402
 from jmarl.registry import make_algorithm  # noqa: E402
 from jmarl.results import EVAL_KEYS, bootstrap_ci, eval_keys  # noqa: E402
 from jmarl.run_dir import load_checkpoint  # noqa: E402
-from jmarl.runner import use_compile_cache  # noqa: E402
 
 POLICY_FILES = ("policy.json", "params.msgpack")
 

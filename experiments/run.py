@@ -46,13 +46,14 @@ from experiments import presets  # noqa: E402
 from experiments.cli import Parser  # noqa: E402
 from experiments.config_file import ConfigFile, integer, load_config_file  # noqa: E402
 from jmarl.checkpoint import CheckpointError  # noqa: E402
+from jmarl.compile_cache import use_compile_cache  # noqa: E402
 from jmarl.config import ConfigError, parse_value, suggest, validate  # noqa: E402
 from jmarl.devices import initialize_distributed  # noqa: E402
 from jmarl.loggers import BACKENDS, missing_backend  # noqa: E402
 from jmarl.memory import use_more_device_memory  # noqa: E402
 from jmarl.registry import config_class  # noqa: E402
 from jmarl.run_dir import read_run, run_options  # noqa: E402
-from jmarl.runner import Interrupted, NonFiniteError, execute, use_compile_cache  # noqa: E402
+from jmarl.runner import Interrupted, NonFiniteError, execute  # noqa: E402
 from jmarl.spec import RunOptions, RunSpec, make_run_spec  # noqa: E402
 from jmarl.sweep import parse_sweeps  # noqa: E402
 

@@ -18,7 +18,7 @@ Stopping early, between chunks:
   it created in the results directory (run_dir.remove_unstarted), never anything that was there.
 
 What it prints: a line before compiling and the compile time after it (saying when the executables
-came from jax's persistent compilation cache, :func:`use_compile_cache`), the memory plan, a progress
+came from jax's persistent compilation cache, jmarl/compile_cache.py), the memory plan, a progress
 line after every chunk (and a line every minute that a long chunk runs), the final table. The line of
 an interruption is the exception's message; the runner does not print it.
 """
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import signal
 import sys
 import threading
@@ -53,6 +52,7 @@ from jmarl.checkpoint import (
     with_fresh_replay,
     without_replay,
 )
+from jmarl.compile_cache import CacheEvents
 from jmarl.core import NONFINITE, Plan
 from jmarl.loggers import open_loggers
 from jmarl.program import Program, compile_program
@@ -242,7 +242,7 @@ def _run_program(spec: RunSpec, program: ProgramSpec, log: Callable[[str], None]
             + (f" x {len(points)} sweep points" if traced else "")
             + f" = {runs} runs on {program.devices} device(s); {p.num_chunks} chunks of {p.updates_per_chunk} "
             f"updates x {p.steps_per_update} env steps (this can take a minute)")
-        t0, cached = time.perf_counter(), _CacheEvents()
+        t0, cached = time.perf_counter(), CacheEvents()
         with cached:
             prog = compile_program(program)
         log(f"compiled in {time.perf_counter() - t0:.1f}s{cached.note()}")
@@ -377,74 +377,6 @@ def _restore(ckpt: Checkpoints, prog: Program, identity: dict) -> tuple[Any, dic
     host = jax.tree.map(lambda x: np.zeros((prog.runs,) + x.shape[1:], x.dtype), abstract)
     state, record = ckpt.restore(host, expect=identity)
     return prog.put(dev.pad_runs(state, prog.padded)), record
-
-
-# ----- compilation: jax's persistent cache ------------------------------------------------------
-
-COMPILE_CACHE_ENV = "JMARL_COMPILE_CACHE"  # where the command-line tools keep compiled programs
-
-
-def default_compile_cache() -> Path:
-    """``$JMARL_COMPILE_CACHE``, else ``$XDG_CACHE_HOME/jmarl/xla``, else ``~/.cache/jmarl/xla``."""
-    chosen = os.environ.get(COMPILE_CACHE_ENV)
-    if chosen:
-        return Path(chosen).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "jmarl" / "xla"
-
-
-def use_compile_cache(directory: str | Path | None = None) -> str | None:
-    """Turn on jax's persistent compilation cache in ``directory`` (default :func:`default_compile_cache`), so
-    that a program compiled once loads in seconds in later processes; call it before anything compiles.
-    jax's own setting (``JAX_COMPILATION_CACHE_DIR``) is kept when given. Returns the directory in use, or None
-    when it cannot be created (the run then compiles as usual). jax caches what took at least
-    ``jax_persistent_cache_min_compile_time_secs`` (1 s) to compile: the init and chunk programs."""
-    current = jax.config.jax_compilation_cache_dir
-    if current:
-        return current
-    path = Path(directory) if directory is not None else default_compile_cache()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return None
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    return str(path)
-
-
-_CACHE_COUNTS = {"hits": 0, "misses": 0}
-_CACHE_EVENTS = {"/jax/compilation_cache/cache_hits": "hits", "/jax/compilation_cache/cache_misses": "misses"}
-_cache_lock = threading.Lock()
-_cache_listening = False
-
-
-def _count_cache_event(event: str, **kwargs: Any) -> None:
-    name = _CACHE_EVENTS.get(event)
-    if name is not None:
-        with _cache_lock:
-            _CACHE_COUNTS[name] += 1
-
-
-class _CacheEvents:
-    """Counts the persistent cache's hits and misses (jax's monitoring events) inside a ``with`` block."""
-
-    def __enter__(self) -> _CacheEvents:
-        global _cache_listening
-        with _cache_lock:
-            if not _cache_listening:
-                jax.monitoring.register_event_listener(_count_cache_event)
-                _cache_listening = True
-            self.start = dict(_CACHE_COUNTS)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        with _cache_lock:
-            self.hits = _CACHE_COUNTS["hits"] - self.start["hits"]
-            self.misses = _CACHE_COUNTS["misses"] - self.start["misses"]
-
-    def note(self) -> str:
-        if not self.hits:
-            return ""
-        return f" ({'partly ' if self.misses else ''}from the persistent compilation cache)"
 
 
 @contextlib.contextmanager

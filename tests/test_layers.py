@@ -19,7 +19,7 @@ LAYERS: dict[str, int] = {
     "jmarl.replay": 1, "jmarl.evaluate": 1, "jmarl.optim": 1, "jmarl.masks": 1, "jmarl.onpolicy": 1,
     "jmarl.offpolicy": 1,
     "jmarl.devices": 1, "jmarl.memory": 1, "jmarl.checkpoint": 1, "jmarl.results": 1, "jmarl.progress": 1,
-    "jmarl.plots": 1, "jmarl.render": 1,
+    "jmarl.plots": 1, "jmarl.render": 1, "jmarl.compile_cache": 1,
     "jmarl.algos": 2, "jmarl.algos.": 2,
     "jmarl.registry": 3,
     "jmarl.core": 4,
