@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import re
 import sys
 import threading
 from pathlib import Path
@@ -181,10 +183,28 @@ def _is_late_read(unraisable: Any) -> bool:
     return code is not None and "orbax" in code.co_filename
 
 
+class _LateReadTasks(logging.Filter):
+    """asyncio's "Task exception was never retrieved" for a read of Orbax's that failed after another read
+    had already failed the restore (tensorstore's errors are ValueErrors naming a status and "Error reading")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        err = record.exc_info[1] if record.exc_info else None
+        late = (str(record.msg).startswith("Task exception was never retrieved") and isinstance(err, ValueError)
+                and re.match(r"[A-Z_]+: Error (reading|opening)", str(err)) is not None)
+        return not late
+
+
+_late_tasks = _LateReadTasks()
+
+
 def quiet_late_reads() -> None:
     """Drop the reports of :func:`_is_late_read` from now on (every other unraisable exception goes to the
-    hook that was there before). Called before each read: the reports can come before the error does."""
+    hook that was there before), and asyncio's log lines of the same late reads. Called before each read:
+    the reports can come before the error does."""
     global _quiet_hook
+    asyncio_log = logging.getLogger("asyncio")
+    if _late_tasks not in asyncio_log.filters:
+        asyncio_log.addFilter(_late_tasks)
     with _quiet_lock:
         if sys.unraisablehook is _quiet_hook:
             return

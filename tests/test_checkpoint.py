@@ -153,3 +153,26 @@ def test_every_learner_resumes_exactly(algo, tmp_path):
     _, b, _, _ = load_checkpoint(tmp_path / "cut")
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+def test_only_late_read_task_errors_are_kept_out_of_the_log():
+    """asyncio's "Task exception was never retrieved" for a tensorstore read that failed after the restore had
+    already failed is dropped; any other record, or another exception, still goes through."""
+    import logging
+    import sys as _sys
+
+    from jmarl.checkpoint import _LateReadTasks
+
+    def record(msg, err):
+        try:
+            raise err
+        except type(err):
+            info = _sys.exc_info()
+        return logging.LogRecord("asyncio", logging.ERROR, __file__, 1, msg, None, info)
+
+    late = 'OUT_OF_RANGE: Error reading "w13/0.0" in OCDBT database at local file "c/2/state/"'
+    keep = _LateReadTasks().filter
+    assert not keep(record("Task exception was never retrieved\nfuture: <Task finished>", ValueError(late)))
+    assert keep(record("Task exception was never retrieved\nfuture: <Task finished>", ValueError("bad value")))
+    assert keep(record("Task exception was never retrieved", RuntimeError(late)))
+    assert keep(record("Unclosed client session", ValueError(late)))
