@@ -137,10 +137,10 @@ IPPO_RNN_SMAX = dict(num_envs=128, num_steps=128, epochs=4, num_minibatches=4, h
 MAPPO_RNN_SMAX = dict(num_envs=128, num_steps=128, epochs=4, num_minibatches=4, hidden_dim=128, num_layers=2,
                       recurrent=True, layer_norm=False, value_norm=False, huber_delta=0.0, lr=0.002, max_grad_norm=0.25,
                       clip=0.2, value_clip=0.2, ent_coef=0.0)
-Q_SMAX = dict(num_envs=16, num_steps=128, train_steps=8, batch_size=32, buffer_size=5000, hidden_dim=512,
-              td_lambda=0.0, lr=5e-5, max_grad_norm=10.0)
+Q_SMAX = dict(num_envs=16, num_steps=128, train_steps=8, updates_per_episode=0.0, target_update_updates=0,
+              batch_size=32, buffer_size=5000, hidden_dim=512, td_lambda=0.0, lr=5e-5, max_grad_norm=10.0)
 QMIX_SMAX = dict(Q_SMAX, mixing_embed_dim=64, hypernet_dim=256)
-IQL_SMAX = dict(Q_SMAX, updates_per_episode=0.0, target_update_updates=0)
+IQL_SMAX = Q_SMAX
 
 CASES = {c.name: c for c in [
     Case("ippo_ff_mpe", "ippo_ff_mpe", "ippo", MPE_3, IPPO_FF_MPE, 32, 128, (

@@ -53,7 +53,9 @@ from jmarl.loggers import BACKENDS, missing_backend  # noqa: E402
 from jmarl.memory import use_more_device_memory  # noqa: E402
 from jmarl.registry import config_class  # noqa: E402
 from jmarl.run_dir import read_run, run_options  # noqa: E402
-from jmarl.runner import Interrupted, NonFiniteError, execute  # noqa: E402
+from jmarl.runner import Interrupted, NonFiniteError, TimeLimitReached, execute  # noqa: E402
+
+TIME_LIMIT_EXIT = 75  # EX_TEMPFAIL: stopped at --time-limit, resume later
 from jmarl.spec import RunOptions, RunSpec, make_run_spec  # noqa: E402
 from jmarl.sweep import parse_sweeps  # noqa: E402
 
@@ -93,6 +95,9 @@ def build_parser() -> Parser:
                    help="updates between checkpoints, rounded up to whole chunks (default: a tenth of the run; "
                         "0: only at the end)")
     p.add_argument("--keep-checkpoints", type=integer, default=None, help="how many recent checkpoints to keep (3)")
+    p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+                   help="stop after the first chunk ending this long after training starts, a checkpoint saved, and "
+                        "exit 75; --resume continues (to split a long run into pieces)")
     p.add_argument("--no-checkpoints", action="store_true", help="write no checkpoints")
     p.add_argument("--checkpoint-replay", action=argparse.BooleanOptionalAction, default=None,
                    help="--no-checkpoint-replay: checkpoints leave out the replay buffer of the off-policy learners "
@@ -237,6 +242,7 @@ def _cli_options(args: argparse.Namespace) -> dict:
                   keep_checkpoints=args.keep_checkpoints, checkpoints=False if args.no_checkpoints else None,
                   checkpoint_replay=args.checkpoint_replay,
                   plots=False if args.no_plots else None,
+                  time_limit_s=None if args.time_limit is None else args.time_limit * 60,
                   loggers=tuple(name for name in BACKENDS if getattr(args, name)) or None)
     return {k: v for k, v in values.items() if v is not None}
 
@@ -382,6 +388,9 @@ def main(argv: list[str] | None = None, *, compile_cache: bool | None = None) ->
     except NonFiniteError as err:  # training diverged: exit 3
         print(f"{parser.prog}: {err}", file=sys.stderr)
         return 3
+    except TimeLimitReached as err:  # stopped as asked, to be resumed: EX_TEMPFAIL
+        print(f"{parser.prog}: {err}", file=sys.stderr)
+        return TIME_LIMIT_EXIT
     except Interrupted as err:  # SIGINT / SIGTERM: 128 + the signal's number, as a shell reports it
         print(f"{parser.prog}: {err}", file=sys.stderr)
         return 128 + err.signum

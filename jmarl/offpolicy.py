@@ -21,17 +21,22 @@ Contract for a learner (subclass :class:`OffPolicyLearner`):
   sweep over them is one vmapped program). Extend the base tuple.
 
 One update = ``num_steps`` steps in each of ``num_envs`` auto-reset envs (epsilon-greedy over available
-actions, GRU carries reset at episode starts, every step streamed into the buffer), then
-``train_steps`` gradient steps on ``batch_size`` episodes sampled uniformly (with replacement) from the
-complete episodes. Gradient steps leave everything unchanged until the buffer holds ``batch_size``
-complete episodes. The target networks are copied from the online ones whenever the count of completed
-episodes crosses a multiple of ``target_update_episodes``. ``env_steps`` grows by exactly
-``num_envs * num_steps`` per update.
+actions, GRU carries reset at episode starts, every step streamed into the buffer), then gradient steps on
+``batch_size`` episodes sampled uniformly (with replacement) from the complete episodes. ``env_steps``
+grows by exactly ``num_envs * num_steps`` per update. How many gradient steps, and when targets copy:
 
-Ratio of gradient steps to collected episodes: ``train_steps`` per ``num_envs * num_steps`` env steps.
-With the defaults (8 envs, ``num_steps`` = the episode limit, 1 gradient step) that is one gradient step
-per 8 episodes when episodes run to the limit, pymarl2's ratio; shorter episodes give more episodes per
-gradient step.
+- ``updates_per_episode = k > 0``: floor(k * E_after) - floor(k * E_before) gradient steps per update, E
+  the count of completed episodes, run as a ``while_loop``: exactly k gradient steps per completed episode
+  whatever the episode lengths. k = 1/8 is pymarl2's ratio (its 8 parallel envs run one episode each,
+  then one gradient step); LAN's paper uses k = 2.
+- ``updates_per_episode = 0``: a fixed ``train_steps`` per update (a scan whose trip count XLA knows).
+  With 8 envs, ``num_steps`` = the episode limit and one step, that is pymarl2's ratio only while
+  episodes run to the limit: once a good policy ends them early, more episodes share a gradient step.
+- Steps owed before the buffer holds ``batch_size`` complete episodes are dropped (pymarl2 waits for a
+  full batch); params and optimiser are untouched until then.
+- Targets are copied right after every ``target_update_updates``-th gradient step (inside the loop), or,
+  when that is 0, whenever the count of completed episodes crosses a multiple of
+  ``target_update_episodes``.
 
 The agent network is pymarl2's: input = raw observation + one-hot of the agent's previous action (zeros
 at an episode's first step) + one-hot agent id, Dense(64) + ReLU, GRU(64), linear head to the actions.
@@ -67,12 +72,17 @@ class OffPolicyConfig(CommonConfig):
     total_steps: int = field(1_000_000, low=1)
     num_envs: int = field(8, low=1, doc="parallel envs per seed (pymarl2: 8)")
     num_steps: int = field(0, low=0, doc="env steps per env per update (0 = the env's episode limit)")
-    train_steps: int = field(1, low=1, doc="gradient steps per update")
+    train_steps: int = field(1, low=1, doc="gradient steps per update (when updates_per_episode is 0)")
     batch_size: int = field(128, low=1, doc="episodes per gradient step")
     buffer_size: int = field(10_000, low=1, doc="replay capacity in episodes (per seed)")
     buffer_dtype: str = field("float32", choices=("float32", "bfloat16"), doc="storage of obs and state")
     buffer_limit_gib: float = field(4.0, low=0.0, low_open=True, doc="refuse replay buffers above this per seed")
-    target_update_episodes: int = field(200, low=1, doc="hard target copy every this many completed episodes")
+    target_update_episodes: int = field(200, low=1, doc="hard target copy every this many completed episodes "
+                                                        "(when target_update_updates is 0)")
+    target_update_updates: int = field(0, low=0, doc="hard target copy every this many gradient steps (0 = "
+                                                     "every target_update_episodes episodes)")
+    updates_per_episode: float = field(0.0, low=0.0, doc="gradient steps per completed episode (0 = a fixed "
+                                                         "train_steps per update; 0.125 = pymarl2's one per 8)")
     lr: float = field(1e-3, low=0.0, low_open=True, doc="Adam learning rate")
     adam_eps: float = field(1e-8, low=0.0, low_open=True)
     max_grad_norm: float = field(10.0, low=0.0, low_open=True, doc="global gradient-norm clip")
@@ -339,45 +349,77 @@ class OffPolicyLearner:
                               env_steps=state.env_steps + self.steps_per_update, episodes=state.episodes + finished)
         return state, stats
 
-    def learn(self, state: OffPolicyState) -> tuple[OffPolicyState, dict[str, jax.Array]]:
-        """``train_steps`` gradient steps, each on ``batch_size`` sampled episodes; skipped (params and
-        optimiser untouched) until the buffer holds ``batch_size`` complete episodes."""
-        cfg = self.config
-        ready = state.buffer.num_complete >= cfg.batch_size
+    # ----- schedule: gradient steps per update and target copies (module docstring) -----------------
 
-        def train_step(carry, key):
-            params, opt_state = carry
+    @property
+    def fixed_steps(self) -> bool:
+        """``updates_per_episode = 0``: ``train_steps`` gradient steps every update, known when compiling."""
+        return self.config.updates_per_episode == 0
+
+    def gradient_steps_due(self, episodes_before: jax.Array, episodes_after: jax.Array) -> jax.Array:
+        """The gradient steps an update owes: floor(k E_after) - floor(k E_before), or ``train_steps``."""
+        k = self.config.updates_per_episode
+        if self.fixed_steps:
+            return jnp.asarray(self.config.train_steps, jnp.int32)
+        due = jnp.floor(k * episodes_after.astype(jnp.float32)) - jnp.floor(k * episodes_before.astype(jnp.float32))
+        return due.astype(jnp.int32)
+
+    def learn_steps(self, state: OffPolicyState, count: jax.Array) -> tuple[OffPolicyState, dict[str, jax.Array]]:
+        """``count`` gradient steps (none until the buffer holds ``batch_size`` complete episodes), each on
+        ``batch_size`` sampled episodes; target copies after every ``target_update_updates``-th step."""
+        cfg, hp = self.config, state.hparams
+        count = jnp.where(state.buffer.num_complete >= cfg.batch_size, count, 0)
+        period = cfg.target_update_updates
+        key, k_train = jax.random.split(state.key)
+
+        def learn_on_batch(params, opt_state, target, key):
             k_sample, k_loss = jax.random.split(key)
             batch = replay.sample(state.buffer, k_sample, cfg.batch_size)
+            params, opt_state, loss, stats, grad_norm = gradient_step(self.loss, self.tx, params, opt_state, target,
+                                                                      batch, hp, k_loss, lr=hp["lr"])
+            return params, opt_state, {"loss": loss, "grad_norm": grad_norm, **stats}  # norm before clipping
 
-            def do(_):
-                new_params, new_opt, loss, stats, grad_norm = gradient_step(
-                    self.loss, self.tx, params, opt_state, state.target_params, batch, state.hparams, k_loss,
-                    lr=state.hparams["lr"])
-                return (new_params, new_opt), {"loss": loss, "grad_norm": grad_norm, **stats}  # norm before clipping
+        stat_shapes = jax.eval_shape(learn_on_batch, state.params, state.opt_state, state.target_params, k_train)[2]
+        zeros = {k: jnp.zeros(s.shape, s.dtype) for k, s in stat_shapes.items()}
 
-            def skip(_):
-                shapes = jax.eval_shape(do, None)[1]
-                return (params, opt_state), jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        def body(carry):
+            i, params, opt_state, target, steps, copies, sums = carry
+            params, opt_state, stats = learn_on_batch(params, opt_state, target, jax.random.fold_in(k_train, i))
+            steps = steps + 1
+            if period > 0:  # the step counter moves by one, so "a multiple of the period" is exactly optax's rule
+                copy = steps % period == 0
+                target = optax.periodic_update(params, target, steps, period)
+            else:
+                copy = jnp.asarray(False)
+            sums = {k: sums[k] + stats[k] for k in sums}
+            return i + 1, params, opt_state, target, steps, copies + copy.astype(jnp.int32), sums
 
-            return jax.lax.cond(ready, do, skip, None)
+        init = (jnp.zeros((), jnp.int32), state.params, state.opt_state, state.target_params, state.grad_steps,
+                jnp.zeros((), jnp.int32), zeros)
+        if self.fixed_steps:  # a scan whose trip count XLA knows (the cond skips the steps of a buffer not ready)
+            def fixed(carry, _):
+                return jax.lax.cond(carry[0] < count, body, lambda c: c, carry), None
 
-        key, k_train = jax.random.split(state.key)
-        (params, opt_state), stats = jax.lax.scan(train_step, (state.params, state.opt_state),
-                                                  jax.random.split(k_train, cfg.train_steps))
-        state = state.replace(params=params, opt_state=opt_state, key=key,
-                              grad_steps=state.grad_steps + ready.astype(jnp.int32) * cfg.train_steps)
-        return state, {k: v.mean() for k, v in stats.items()}
+            (_, params, opt_state, target, steps, copies, sums), _ = jax.lax.scan(fixed, init, None, cfg.train_steps)
+        else:
+            _, params, opt_state, target, steps, copies, sums = jax.lax.while_loop(lambda c: c[0] < count, body, init)
+        denom = jnp.maximum(count, 1).astype(jnp.float32)
+        stats = {k: v / denom for k, v in sums.items()}
+        stats.update(gradient_steps=count.astype(jnp.float32), target_copies=copies.astype(jnp.float32))
+        state = state.replace(params=params, opt_state=opt_state, target_params=target, grad_steps=steps, key=key)
+        return state, stats
 
     def update(self, state: OffPolicyState) -> tuple[OffPolicyState, dict[str, jax.Array]]:
+        """Collect, take the gradient steps owed, copy targets."""
         episodes_before = state.episodes
         state, collect_stats = self.collect(state)
-        state, learn_stats = self.learn(state)
-        copy = crossed_multiple(episodes_before, state.episodes, self.config.target_update_episodes)
-        state = state.replace(target_params=copy_target(copy, state.params, state.target_params),
-                              update_count=state.update_count + 1)
-        metrics = {**collect_stats, **learn_stats, "buffer_episodes": state.buffer.num_complete.astype(jnp.float32),
-                   "target_copy": copy.astype(jnp.float32)}
+        state, learn_stats = self.learn_steps(state, self.gradient_steps_due(episodes_before, state.episodes))
+        if self.config.target_update_updates == 0:
+            copy = crossed_multiple(episodes_before, state.episodes, self.config.target_update_episodes)
+            state = state.replace(target_params=copy_target(copy, state.params, state.target_params))
+            learn_stats["target_copies"] = copy.astype(jnp.float32)
+        state = state.replace(update_count=state.update_count + 1)
+        metrics = {**collect_stats, **learn_stats, "buffer_episodes": state.buffer.num_complete.astype(jnp.float32)}
         return state, metrics
 
     def evaluate(self, state: OffPolicyState) -> dict[str, jax.Array]:

@@ -73,6 +73,10 @@ class Interrupted(RuntimeError):
         self.signum = signum
 
 
+class TimeLimitReached(Interrupted):
+    """The run stopped at its ``time_limit_s`` after a chunk, its checkpoint saved (``signum`` 0)."""
+
+
 class _Stopped(Exception):
     """Raised by one program after its checkpoint; :func:`run` turns it into :class:`Interrupted` naming the
     results directory to resume (the parent of a program's directory in a sequential sweep)."""
@@ -171,8 +175,8 @@ def execute(spec: RunSpec, log: Callable[[str], None] = print_line) -> dict[str,
     try:
         return _run_programs(spec, log)
     except _Stopped as stopped:
-        message = _interrupted_message(stopped.env_steps, spec.out, stopped.saved)
-        raise Interrupted(message, stopped.signum) from None
+        message = _interrupted_message(stopped.env_steps, spec.out, stopped.saved, stopped.signum == 0)
+        raise (TimeLimitReached if stopped.signum == 0 else Interrupted)(message, stopped.signum) from None
     except _EarlyStop as early:
         if main and early.finished == 0:
             run_dir.remove_unstarted(own, before)
@@ -294,6 +298,8 @@ def _run_program(spec: RunSpec, program: ProgramSpec, log: Callable[[str], None]
     progress.start(done * steps_per_chunk)
     last_rows: list[list[dict]] = []
     stop = StopRequest()
+    limit = opts.time_limit_s
+    deadline = None if limit is None else time.monotonic() + limit
     try:
         with stop:
             for i in range(done, p.num_chunks):
@@ -313,7 +319,8 @@ def _run_program(spec: RunSpec, program: ProgramSpec, log: Callable[[str], None]
                 flat = [r for rows in last_rows for r in rows]
                 progress.update(flat[0]["env_steps"], {k: float(np.mean([r[k] for r in flat]))
                                                        for k in eval_keys(flat[0], EVAL_KEYS)})
-                stopping = stop.signum is not None
+                timed_out = deadline is not None and time.monotonic() >= deadline and i + 1 < p.num_chunks
+                stopping = stop.signum is not None or timed_out
                 if ckpt is not None and (i + 1 == p.num_chunks or (i + 1) % every == 0 or stopping):
                     _save(ckpt, prog, state, i + 1, identity, flat[0]["env_steps"], opts.checkpoint_replay)
                     if prog.grouped:
@@ -323,7 +330,7 @@ def _run_program(spec: RunSpec, program: ProgramSpec, log: Callable[[str], None]
                         ckpt.wait()  # a second SIGINT here aborts (KeyboardInterrupt)
                     if progress.in_place:
                         sys.stdout.write("\n")
-                    raise _Stopped(flat[0]["env_steps"], stop.signum, ckpt is not None)
+                    raise _Stopped(flat[0]["env_steps"], stop.signum or 0, ckpt is not None)
     except KeyboardInterrupt:
         raise  # aborting: do not wait for a checkpoint write (an incomplete one is never restored)
     except BaseException:
@@ -436,8 +443,9 @@ def _nonfinite_error(config: Any, points: list[dict], seeds: int, p: Plan, chunk
                           f"{kept}")
 
 
-def _interrupted_message(env_steps: int, out: Path | None, saved: bool) -> str:
+def _interrupted_message(env_steps: int, out: Path | None, saved: bool, timed_out: bool = False) -> str:
+    what = "stopped at the time limit" if timed_out else "interrupted"
     if saved:
-        return f"interrupted at env steps {env_steps}; resume with: python experiments/run.py --resume {out}"
+        return f"{what} at env steps {env_steps}; resume with: python experiments/run.py --resume {out}"
     where = "checkpoints are off" if out is not None else "no results directory"
-    return f"interrupted at env steps {env_steps}; nothing was saved to resume from ({where})"
+    return f"{what} at env steps {env_steps}; nothing was saved to resume from ({where})"

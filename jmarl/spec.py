@@ -48,6 +48,7 @@ class RunOptions:
     checkpoint_replay: bool = True  # False: checkpoints leave an off-policy learner's replay buffer out
     plots: bool = True
     loggers: tuple[str, ...] = ()  # metric loggers beside the results files: "tensorboard", "wandb" (jmarl.loggers)
+    time_limit_s: float | None = None  # stop, checkpoint saved, after the first chunk ending this long after the start
 
     def check(self) -> None:
         if self.seeds < 1:
@@ -60,6 +61,11 @@ class RunOptions:
         if self.keep_checkpoints < 1:
             raise ConfigError(f"--keep-checkpoints must be >= 1, got {self.keep_checkpoints}")
         check_block(self.vmap_block)
+        if self.time_limit_s is not None and not self.time_limit_s > 0:
+            raise ConfigError(f"--time-limit must be > 0 minutes, got {self.time_limit_s / 60:g}")
+        if self.time_limit_s is not None and not self.checkpoints:
+            raise ConfigError("--time-limit stops a run to resume it later, which needs checkpoints: drop "
+                              "--no-checkpoints")
         unknown = [name for name in self.loggers if name not in LOGGERS]
         if unknown:
             raise ConfigError(f"unknown logger {unknown[0]!r}; valid: {', '.join(LOGGERS)}")

@@ -184,7 +184,7 @@ def matrix_run():
     target copies every 20 episodes; 8 updates, every state kept."""
     cfg = jmarl.make_config("qmix", "matrix_qtran", num_envs=8, num_steps=0, batch_size=24, buffer_size=64,
                             target_update_episodes=20, hidden_dim=8, mixing_embed_dim=4, hypernet_dim=8,
-                            train_steps=2)
+                            train_steps=2, updates_per_episode=0.0)
     algo = jmarl.make_algorithm(cfg)
     update = jax.jit(algo.update)
     states = [jax.jit(algo.init)(jax.random.PRNGKey(0))]
@@ -218,13 +218,32 @@ def test_hard_target_copy_when_episodes_cross_a_multiple(matrix_run):
     _, states, metrics = matrix_run
     crossed = [(8 * (i + 1)) // 20 > (8 * i) // 20 for i in range(8)]  # at 24, 40, 64 episodes
     assert crossed == [False, False, True, False, True, False, False, True]
-    assert [bool(m["target_copy"]) for m in metrics] == crossed
+    assert [bool(m["target_copies"]) for m in metrics] == crossed
     for i, c in enumerate(crossed, start=1):
         if c:
             assert same(states[i].target_params, states[i].params)
         else:
             assert same(states[i].target_params, states[i - 1].target_params)
             assert i < 3 or not same(states[i].target_params, states[i].params)
+
+
+def test_pymarl2_ratio_one_gradient_step_per_8_completed_episodes():
+    """QMIX's default schedule (updates_per_episode 1/8): with 4 one-step envs, 4 episodes per update, so a
+    gradient step every second update, from the update whose buffer first holds batch_size episodes; the
+    fixed schedule would take one every update."""
+    cfg = jmarl.make_config("qmix", "matrix_qtran", num_envs=4, batch_size=8, buffer_size=32, hidden_dim=8,
+                            mixing_embed_dim=4, hypernet_dim=8)
+    assert cfg.updates_per_episode == 0.125 and jmarl.make_config("remix", "matrix_qtran").updates_per_episode == 0.125
+    algo = jmarl.make_algorithm(cfg)
+    update = jax.jit(algo.update)
+    state = jax.jit(algo.init)(jax.random.PRNGKey(0))
+    steps, owed = [], []
+    for _ in range(8):
+        state, m = update(state)
+        steps.append(int(state.grad_steps))
+        owed.append(int(m["gradient_steps"]))
+    # episodes 4, 8, 12, ...: floor(E/8) moves at 8, 16, 24, 32; the buffer holds 8 from the second update
+    assert owed == [0, 1, 0, 1, 0, 1, 0, 1] and steps == [0, 1, 1, 2, 2, 3, 3, 4]
 
 
 def test_config_errors_before_compiling():

@@ -1,7 +1,8 @@
 """Paper experiments as data: ``<name>.toml`` in this directory, one per preset (README.md lists them).
 
 A preset fixes the env, the algorithms compared, seeds, the env-step budget and hyperparameters:
-``[set]`` applies to every algorithm whose config has the key, ``[algo.<name>]`` to one algorithm.
+``[set]`` applies to every algorithm whose config has the key, ``[algo.<name>]`` to one algorithm;
+``[[claim]]`` tables state the paper's claims (experiments/claims.py), which experiments/reproduce.py judges.
 Presets are validated when used (``configs``), so a preset may name an algorithm that is not
 registered yet; it then fails with a message naming it.
 
@@ -17,6 +18,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from experiments.claims import Claim, parse_claims
 from jmarl.config import ConfigError
 
 DIRECTORY = Path(__file__).resolve().parent
@@ -36,6 +38,7 @@ class Preset:
     common: dict[str, Any]
     per_algo: dict[str, dict[str, Any]]
     notes: str = ""
+    claims: tuple[Claim, ...] = ()  # the paper's claims, judged by experiments/reproduce.py
 
     def overrides(self, algo: str) -> dict[str, Any]:
         """The preset's hyperparameters for ``algo`` (common keys its config has, then its own)."""
@@ -82,6 +85,7 @@ def load(name: str) -> Preset:
     stray = sorted(set(algo_tables) - set(data["algos"]))
     if stray:
         raise ConfigError(f"{path.name} sets [algo.{stray[0]}] but does not run it")
+    claims = parse_claims(data.get("claim", []), tuple(data["algos"]), path.name)
     return Preset(name, data["title"], data["paper"], data["figure"], data["env"], tuple(data["algos"]),
                   int(data["seeds"]), int(data["total_steps"]), dict(data.get("set", {})),
-                  {k: dict(v) for k, v in algo_tables.items()}, data.get("notes", ""))
+                  {k: dict(v) for k, v in algo_tables.items()}, data.get("notes", ""), claims)

@@ -19,17 +19,11 @@ size does not grow with N beyond the input widths), concatenates the global stat
 hidden layers of 128 (ReLU) and a scalar head. With SMAC's dimensions this gives lan.md Table 3's
 counts (56k on 5m_vs_6m, 111k on 27m_vs_30m; tests/algos/test_lan.py).
 
-Schedule (App. B: "2 updates after every episode, target every 200 updates"), on the streaming core
-(jmarl.offpolicy: one update = ``num_steps`` steps in each of ``num_envs`` envs, then learning):
-- gradient steps per update = floor(k * E_after) - floor(k * E_before), k = ``updates_per_episode``
-  (2) and E the count of completed episodes, run as a ``while_loop``: exactly k gradient steps per
-  completed episode whatever the episode lengths (steps owed before the buffer holds ``batch_size``
-  complete episodes are dropped, as pymarl2 waits for a full batch). ``updates_per_episode = 0`` falls
-  back to the core's fixed ``train_steps`` per update.
-- the target networks are copied right after every ``target_update_updates``-th gradient step (inside
-  the loop, so exactly every 200 gradient steps); 0 falls back to the core's episode-based period.
-- defaults 8 envs x 25 steps: about 200 env steps, i.e. a few episodes, between learning phases (the
-  paper learns after each single episode); ``eval_every`` 50 updates = the paper's 10k env steps.
+Schedule (App. B: "2 updates after every episode, target every 200 updates"): the core's
+(jmarl.offpolicy) ``updates_per_episode = 2`` (exactly 2 gradient steps per completed episode, whatever
+the episode lengths) and ``target_update_updates = 200`` (a copy right after every 200th gradient step).
+Defaults 8 envs x 25 steps: about 200 env steps, i.e. a few episodes, between learning phases (the paper
+learns after each single episode); ``eval_every`` 50 updates = the paper's 10k env steps.
 
 Choices where the paper is silent (config fields): V's gradient does not reach the agent GRU by default
 (``value_grad_to_agent``); the embedding has a ReLU; LAN-mean averages over all actions (eq. 6's
@@ -46,7 +40,6 @@ from typing import Any, ClassVar
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
 from jmarl import replay
 from jmarl.config import field
@@ -54,16 +47,12 @@ from jmarl.masks import masked_mean
 from jmarl.offpolicy import (
     OffPolicyConfig,
     OffPolicyLearner,
-    OffPolicyState,
     agent_inputs,
-    copy_target,
-    crossed_multiple,
     greedy,
     previous_actions,
     take,
     td_lambda_targets,
 )
-from jmarl.optim import gradient_step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,74 +211,3 @@ class LAN(OffPolicyLearner):
         if v is not None:
             stats["value"] = masked_mean(v[:, :-1], batch.mask)
         return loss, stats
-
-    # ----- schedule: k gradient steps per completed episode, target copies every C steps ---------
-
-    @property
-    def fixed_steps(self) -> bool:
-        """``updates_per_episode = 0``: ``train_steps`` gradient steps every update, known when compiling."""
-        return self.config.updates_per_episode == 0
-
-    def gradient_steps_due(self, episodes_before: jax.Array, episodes_after: jax.Array) -> jax.Array:
-        k = self.config.updates_per_episode
-        if self.fixed_steps:
-            return jnp.asarray(self.config.train_steps, jnp.int32)
-        due = jnp.floor(k * episodes_after.astype(jnp.float32)) - jnp.floor(k * episodes_before.astype(jnp.float32))
-        return due.astype(jnp.int32)
-
-    def learn_steps(self, state: OffPolicyState, count: jax.Array) -> tuple[OffPolicyState, dict[str, jax.Array]]:
-        """``count`` gradient steps (none until the buffer holds ``batch_size`` complete episodes), each on
-        ``batch_size`` sampled episodes; target copies after every ``target_update_updates``-th step."""
-        cfg, hp = self.config, state.hparams
-        count = jnp.where(state.buffer.num_complete >= cfg.batch_size, count, 0)
-        period = cfg.target_update_updates
-        key, k_train = jax.random.split(state.key)
-
-        def learn_on_batch(params, opt_state, target, key):
-            k_sample, k_loss = jax.random.split(key)
-            batch = replay.sample(state.buffer, k_sample, cfg.batch_size)
-            params, opt_state, loss, stats, grad_norm = gradient_step(self.loss, self.tx, params, opt_state, target,
-                                                                      batch, hp, k_loss, lr=hp["lr"])
-            return params, opt_state, {"loss": loss, "grad_norm": grad_norm, **stats}  # norm before clipping
-
-        stat_shapes = jax.eval_shape(learn_on_batch, state.params, state.opt_state, state.target_params, k_train)[2]
-        zeros = {k: jnp.zeros(s.shape, s.dtype) for k, s in stat_shapes.items()}
-
-        def body(carry):
-            i, params, opt_state, target, steps, copies, sums = carry
-            params, opt_state, stats = learn_on_batch(params, opt_state, target, jax.random.fold_in(k_train, i))
-            steps = steps + 1
-            if period > 0:  # the step counter moves by one, so "a multiple of the period" is exactly optax's rule
-                copy = steps % period == 0
-                target = optax.periodic_update(params, target, steps, period)
-            else:
-                copy = jnp.asarray(False)
-            sums = {k: sums[k] + stats[k] for k in sums}
-            return i + 1, params, opt_state, target, steps, copies + copy.astype(jnp.int32), sums
-
-        init = (jnp.zeros((), jnp.int32), state.params, state.opt_state, state.target_params, state.grad_steps,
-                jnp.zeros((), jnp.int32), zeros)
-        if self.fixed_steps:  # a scan whose trip count XLA knows (the cond skips the steps of a buffer not ready)
-            def fixed(carry, _):
-                return jax.lax.cond(carry[0] < count, body, lambda c: c, carry), None
-
-            (_, params, opt_state, target, steps, copies, sums), _ = jax.lax.scan(fixed, init, None, cfg.train_steps)
-        else:
-            _, params, opt_state, target, steps, copies, sums = jax.lax.while_loop(lambda c: c[0] < count, body, init)
-        denom = jnp.maximum(count, 1).astype(jnp.float32)
-        stats = {k: v / denom for k, v in sums.items()}
-        stats.update(gradient_steps=count.astype(jnp.float32), target_copies=copies.astype(jnp.float32))
-        state = state.replace(params=params, opt_state=opt_state, target_params=target, grad_steps=steps, key=key)
-        return state, stats
-
-    def update(self, state: OffPolicyState) -> tuple[OffPolicyState, dict[str, jax.Array]]:
-        episodes_before = state.episodes
-        state, collect_stats = self.collect(state)
-        state, learn_stats = self.learn_steps(state, self.gradient_steps_due(episodes_before, state.episodes))
-        if self.config.target_update_updates == 0:
-            copy = crossed_multiple(episodes_before, state.episodes, self.config.target_update_episodes)
-            state = state.replace(target_params=copy_target(copy, state.params, state.target_params))
-            learn_stats["target_copies"] = copy.astype(jnp.float32)
-        state = state.replace(update_count=state.update_count + 1)
-        metrics = {**collect_stats, **learn_stats, "buffer_episodes": state.buffer.num_complete.astype(jnp.float32)}
-        return state, metrics

@@ -16,13 +16,21 @@ hypernetwork mixer), regressed with a masked 0.5 * mean of weighted squared TD e
     E = (y - Q_tot) * exp(Q* - Q_tot) * (sum_j (1 - pi^j) / f'_j - 1), elsewhere ``remix_eps``, with
     f'_j = dQ_tot/dQ^j by autodiff through the mixer and pi^j the Boltzmann probability (temperature
     ``temperature``, over available actions) of agent j's taken action under its utilities. Q* is the
-    online Q* at the taken joint action.
+    target Q*^- at the taken joint action (the paper's exp(Q*_{k-1} - Q_k): y is built from the same
+    network); ``weight_q_star="online"`` uses the Q* regressed in the same step.
 
 Choices where the paper is silent (all config fields):
-- Mapping into [w_min, 1]: per batch, over valid steps, w = w_min + (1 - w_min) * E / max(E). E is handled
-  in log space, so exp(Q* - Q_tot) never overflows; E is floored at ``remix_eps`` (a non-positive
-  mixer-gradient term would otherwise give a negative weight), so overestimated transitions and such
-  ones get w = w_min + (1 - w_min) * remix_eps / max(E), about w_min.
+- Mapping into [w_min, 1] (the paper maps the weights "to a given range" to stand in for the unknown
+  normaliser Z*, under E_mu[w] = 1, and shows weights spread over [0.1, 1] in Fig. 3): per batch, over
+  valid steps, ``weight_mapping="mean"`` (default) w = clip(E / mean(E), w_min, 1), so before clipping the
+  batch mean is 1 and an average transition gets weight 1; ``"max"`` w = w_min + (1 - w_min) E / max(E),
+  which one large E collapses to about w_min everywhere else (measured on predator-prey: median 0.102).
+  E is handled in log space, so exp(Q* - Q_tot) never overflows; E is floored at ``remix_eps`` (a
+  non-positive mixer-gradient term would otherwise give a negative weight), so overestimated transitions
+  and such ones get about w_min.
+- Schedule: pymarl2's one gradient step per 8 completed episodes (``updates_per_episode`` 0.125,
+  jmarl.offpolicy), so that episodes that end early (a good predator-prey policy) bring more gradient
+  steps, as in the paper's code.
 - Ablations (``remix_bellman``, ``remix_underestimation``, ``remix_gradient`` = False) replace one factor
   by 1 and keep the others; the Q_tot <= y gate stays in every ablation (it is the KKT condition).
 - Weights are constants of the loss (no gradient through them); Q* in the weight is detached.
@@ -73,6 +81,13 @@ class ReMIXConfig(OffPolicyConfig):
     remix_bellman: bool = field(True, doc="ReMIX: keep the Bellman-error factor (y - Q_tot)")
     remix_underestimation: bool = field(True, doc="ReMIX: keep the underestimation factor exp(Q* - Q_tot)")
     remix_gradient: bool = field(True, doc="ReMIX: keep the mixer-gradient factor sum_j (1-pi^j)/f'_j - 1")
+    weight_mapping: str = field("mean", choices=("mean", "max"),
+                                doc="ReMIX: E / its batch mean clipped to [w_min, 1] (the paper's E_mu[w] = 1), or "
+                                    "w_min + (1 - w_min) E / its batch max")
+    weight_q_star: str = field("target", choices=("target", "online"),
+                               doc="ReMIX: the Q* in exp(Q* - Q_tot): the target Q*_{k-1} (paper) or the online one")
+    updates_per_episode: float = field(0.125, low=0.0, doc="gradient steps per completed episode: pymarl2's one "
+                                                           "per 8 (0 = a fixed train_steps per update)")
 
 
 # Predator-prey observations and states are 0/1 grids: bfloat16 stores them exactly, and the paper's
@@ -119,18 +134,25 @@ def remix_log_terms(q_tot: jax.Array, y: jax.Array, q_star: jax.Array, grads: ja
 
 
 def remix_weights(terms: dict[str, jax.Array], underestimated: jax.Array, mask: jax.Array, w_min: jax.Array | float,
-                  eps: jax.Array | float, bellman: bool = True, under: bool = True,
-                  gradient: bool = True) -> tuple[jax.Array, jax.Array]:
+                  eps: jax.Array | float, bellman: bool = True, under: bool = True, gradient: bool = True,
+                  mapping: str = "mean") -> tuple[jax.Array, jax.Array]:
     """(weights in [w_min, 1], log raw weights): E where ``underestimated`` (Q_tot <= y) with the enabled
-    factors, else ``eps``; floored at ``eps``; divided by its maximum over valid (``mask``) transitions."""
+    factors, else ``eps``; floored at ``eps``; then, over valid (``mask``) transitions, ``mean``: divided by
+    its mean and clipped to [w_min, 1]; ``max``: w_min + (1 - w_min) E / max(E)."""
     log_e = jnp.zeros_like(terms["under"])
     for name, keep in (("bellman", bellman), ("under", under), ("gradient", gradient)):
         if keep:
             log_e = log_e + terms[name]
     log_eps = jnp.log(eps)
     log_raw = jnp.where(underestimated, jnp.maximum(log_e, log_eps), log_eps)
-    top = jnp.max(jnp.where(mask, log_raw, -jnp.inf))
-    w = w_min + (1.0 - w_min) * jnp.exp(jnp.minimum(log_raw - top, 0.0))
+    valid = jnp.where(mask, log_raw, -jnp.inf)
+    if mapping == "mean":
+        log_mean = jax.nn.logsumexp(valid) - jnp.log(jnp.maximum(mask.sum(), 1).astype(log_raw.dtype))
+        w = jnp.maximum(jnp.exp(jnp.minimum(log_raw - log_mean, 0.0)), w_min)
+    elif mapping == "max":
+        w = w_min + (1.0 - w_min) * jnp.exp(jnp.minimum(log_raw - jnp.max(valid), 0.0))
+    else:
+        raise ValueError(f"unknown weight mapping {mapping!r}; valid: mean, max")
     return w, log_raw
 
 
@@ -188,7 +210,12 @@ class ReMIX(OffPolicyLearner):
             total = total + central_loss
             stats["central_loss"] = central_loss
             sg = jax.lax.stop_gradient
-            w = sg(self.weights(sg(params), sg(q), sg(chosen), sg(q_tot), y, sg(q_star), u_next, batch, hparams,
+            if self.config.weight_q_star == "target":  # Q*_{k-1}: the network y is built from
+                q_star_w = self.central_mixer.apply(target_params["central_mixer"],
+                                                    take(cq_target[:, :-1], batch.actions), state_now)
+            else:
+                q_star_w = q_star
+            w = sg(self.weights(sg(params), sg(q), sg(chosen), sg(q_tot), y, sg(q_star_w), u_next, batch, hparams,
                                 target_params, cq_target))
         else:
             w = jnp.ones_like(td)
@@ -215,5 +242,5 @@ class ReMIX(OffPolicyLearner):
         pi_taken = take(jax.nn.softmax(logits, axis=-1), batch.actions)
         terms = remix_log_terms(q_tot, y, q_star, grads, pi_taken)
         w, _ = remix_weights(terms, q_tot <= y, batch.mask, hparams["w_min"], hparams["remix_eps"], cfg.remix_bellman,
-                             cfg.remix_underestimation, cfg.remix_gradient)
+                             cfg.remix_underestimation, cfg.remix_gradient, cfg.weight_mapping)
         return w

@@ -34,8 +34,10 @@ def test_remix_terms_hand_worked():
     np.testing.assert_allclose(jnp.exp(terms["gradient"]), [3.0], rtol=1e-6)
 
 
-def numpy_remix(q_tot, y, q_star, grads, pi, mask, w_min, eps, bellman=True, under=True, gradient=True):
-    """Theorem 1's weight without d^pi/mu, floored at eps, eps where Q_tot > y, divided by the batch max."""
+def numpy_remix(q_tot, y, q_star, grads, pi, mask, w_min, eps, bellman=True, under=True, gradient=True,
+                mapping="mean"):
+    """Theorem 1's weight without d^pi/mu, floored at eps, eps where Q_tot > y; then divided by the batch
+    mean and clipped to [w_min, 1] (``mean``) or mapped by the batch max (``max``)."""
     e = np.ones_like(q_tot)
     if bellman:
         e = e * (y - q_tot)
@@ -44,6 +46,8 @@ def numpy_remix(q_tot, y, q_star, grads, pi, mask, w_min, eps, bellman=True, und
     if gradient:
         e = e * (((1 - pi) / np.maximum(grads, 1e-30)).sum(-1) - 1)
     raw = np.where(q_tot <= y, np.maximum(e, eps), eps)
+    if mapping == "mean":
+        return np.clip(raw / raw[mask].mean(), w_min, 1.0), raw
     return w_min + (1 - w_min) * raw / raw[mask].max(), raw
 
 
@@ -69,9 +73,10 @@ def jax_remix(case, w_min=0.1, eps=1e-6, **flags):
 
 
 @pytest.mark.parametrize("w_min", [0.1, 0.5])
-def test_remix_weights_match_numpy_and_lie_in_w_min_1(weight_case, w_min):
-    w, _ = jax_remix(weight_case, w_min)
-    ref, raw = numpy_remix(*weight_case, w_min=w_min, eps=1e-6)
+@pytest.mark.parametrize("mapping", ["mean", "max"])
+def test_remix_weights_match_numpy_and_lie_in_w_min_1(weight_case, w_min, mapping):
+    w, _ = jax_remix(weight_case, w_min, mapping=mapping)
+    ref, raw = numpy_remix(*weight_case, w_min=w_min, eps=1e-6, mapping=mapping)
     mask = weight_case[-1]
     np.testing.assert_allclose(np.asarray(w)[mask], ref[mask], rtol=1e-4, atol=1e-6)
     w = np.asarray(w)
@@ -79,19 +84,43 @@ def test_remix_weights_match_numpy_and_lie_in_w_min_1(weight_case, w_min):
     assert np.isclose(w[mask].max(), 1.0)
     q_tot, y = weight_case[0], weight_case[1]
     over = mask & (q_tot > y)
-    np.testing.assert_allclose(w[over], w_min + (1 - w_min) * 1e-6 / raw[mask].max(), rtol=1e-4)
+    if mapping == "max":
+        np.testing.assert_allclose(w[over], w_min + (1 - w_min) * 1e-6 / raw[mask].max(), rtol=1e-4)
+    else:  # eps / mean(E) is far below w_min: clipped up to it; an average E gets weight 1
+        np.testing.assert_allclose(w[over], w_min)
+        assert (raw[mask] >= raw[mask].mean()).sum() == np.isclose(w[mask], 1.0).sum()
     # some underestimated transitions have a non-positive gradient factor: floored like overestimates
     g = ((1 - weight_case[4]) / weight_case[3]).sum(-1) - 1
     assert (mask & (q_tot <= y) & (g <= 0)).any() and (mask & (q_tot <= y) & (g > 0)).any()
 
 
+def test_mean_mapping_hand_worked():
+    """Only the Bellman factor: E = y - Q_tot = 1, 3, 4 and one overestimate (eps): mean = (8 + 1e-6) / 4, so
+    w = 1/2, then 3/2 and 2 clipped to 1, and the overestimate clipped up to w_min. The max mapping gives
+    0.1 + 0.9 E / 4 instead; a padded step (mask False) with a huge E moves neither."""
+    q_tot = jnp.asarray([0.0, 0.0, 0.0, 1.0, 0.0])
+    y = jnp.asarray([1.0, 3.0, 4.0, 0.0, 100.0])
+    mask = jnp.asarray([True, True, True, True, False])
+    terms = remix_log_terms(q_tot, y, jnp.zeros(5), jnp.ones((5, 2)), jnp.zeros((5, 2)))
+    flags = {"under": False, "gradient": False}
+    w, _ = remix_weights(terms, q_tot <= y, mask, 0.1, 1e-6, mapping="mean", **flags)
+    np.testing.assert_allclose(np.asarray(w)[:4], [0.5, 1.0, 1.0, 0.1], rtol=1e-5)
+    w, _ = remix_weights(terms, q_tot <= y, mask, 0.1, 1e-6, mapping="max", **flags)
+    np.testing.assert_allclose(np.asarray(w)[:4], [0.1 + 0.9 / 4, 0.1 + 0.9 * 3 / 4, 1.0, 0.1 + 0.9e-6 / 4],
+                               rtol=1e-5)
+
+
 def test_remix_weights_do_not_overflow():
-    """exp(Q* - Q_tot) of 200 overflows float32; log space keeps the weights finite and ordered."""
+    """exp(Q* - Q_tot) of 200 overflows float32; log space keeps the weights finite and ordered. Raw weights
+    e^200 (1, e^-1, 2): their mean is e^200 (3 + e^-1) / 3."""
     q_tot = jnp.zeros(3)
     terms = remix_log_terms(q_tot, jnp.asarray([1.0, 1.0, 2.0]), jnp.asarray([200.0, 199.0, 200.0]),
                             jnp.full((3, 2), 0.5), jnp.full((3, 2), 0.5))
-    w, _ = remix_weights(terms, jnp.ones(3, bool), jnp.ones(3, bool), 0.1, 1e-6)
+    w, _ = remix_weights(terms, jnp.ones(3, bool), jnp.ones(3, bool), 0.1, 1e-6, mapping="max")
     np.testing.assert_allclose(w, [0.1 + 0.9 * 0.5, 0.1 + 0.9 * 0.5 * np.exp(-1.0), 1.0], rtol=1e-5)
+    w, _ = remix_weights(terms, jnp.ones(3, bool), jnp.ones(3, bool), 0.1, 1e-6, mapping="mean")
+    mean = (3 + np.exp(-1.0)) / 3
+    np.testing.assert_allclose(w, [1 / mean, np.exp(-1.0) / mean, 1.0], rtol=1e-5)
 
 
 @pytest.mark.parametrize("flag,term", [("bellman", "bellman"), ("under", "under"), ("gradient", "gradient")])
@@ -122,6 +151,7 @@ def test_variants_and_paper_defaults():
                                                                                                   1e-3, 0.6)
     assert (cfg.eps_start, cfg.eps_finish, cfg.eps_anneal_steps) == (0.995, 0.05, 100_000)
     assert (cfg.w_min, cfg.alpha, cfg.temperature, cfg.num_envs, cfg.train_steps) == (0.1, 0.1, 1.0, 8, 1)
+    assert (cfg.weight_mapping, cfg.weight_q_star, cfg.updates_per_episode) == ("mean", "target", 0.125)
     expect = {"remix": ("qmix", "remix"), "qmix": ("qmix", "uniform"), "vdn": ("vdn", "uniform"),
               "ow_qmix": ("qmix", "ow"), "cw_qmix": ("qmix", "cw")}
     for name, (mixer, weighting) in expect.items():
@@ -219,6 +249,8 @@ def reference_loss(algo, params, target_params, batch):
         cq = unroll(algo.central_agent, params["central_agent"], batch, algo.num_actions)
         q_star = mix(algo.central_mixer, params["central_mixer"], pick(cq[:, :-1], actions), state[:, :-1])
         total += 0.5 * mean((q_star - y) ** 2)
+        if cfg.weight_q_star == "target":  # exp(Q*_{k-1} - Q_tot): the target Q* at the taken actions
+            q_star = mix(algo.central_mixer, target_params["central_mixer"], pick(cqt[:, :-1], actions), state[:, :-1])
         if cfg.weighting == "ow":
             w = np.where(q_tot < y, 1.0, cfg.alpha)
         elif cfg.weighting == "cw":
@@ -237,13 +269,16 @@ def reference_loss(algo, params, target_params, batch):
             pi = np.exp(logits - logits.max(-1, keepdims=True))
             pi = pick(pi / pi.sum(-1, keepdims=True), actions)
             w, _ = numpy_remix(q_tot, y, q_star, grads, pi, mask, cfg.w_min, cfg.remix_eps, cfg.remix_bellman,
-                               cfg.remix_underestimation, cfg.remix_gradient)
+                               cfg.remix_underestimation, cfg.remix_gradient, cfg.weight_mapping)
     return total + 0.5 * mean(w * (q_tot - y) ** 2), w
 
 
-@pytest.mark.parametrize("algo_name", ["qmix", "ow_qmix", "cw_qmix", "remix", "remix_no_grad"])
-def test_loss_matches_a_step_by_step_reference(algo_name):
-    algo = jmarl.make_algorithm(jmarl.make_config(algo_name, "mpe_line_control", **SMALL))
+@pytest.mark.parametrize("algo_name,options", [
+    ("qmix", {}), ("ow_qmix", {}), ("cw_qmix", {}), ("remix", {}), ("remix_no_grad", {}),
+    ("remix", {"weight_q_star": "online", "weight_mapping": "max"}),  # the pre-paper mapping, as an option
+])
+def test_loss_matches_a_step_by_step_reference(algo_name, options):
+    algo = jmarl.make_algorithm(jmarl.make_config(algo_name, "mpe_line_control", **SMALL, **options))
     shapes = jax.eval_shape(algo.init_params, jax.random.PRNGKey(0))
     rng = np.random.default_rng(1)
 
