@@ -5,6 +5,8 @@
   over the utilities: ``W1 = |hyper_w1(s)|`` (state -> 64 -> N*32, ReLU between), ``b1 = hyper_b1(s)``
   (state -> 32), ``W2 = |hyper_w2(s)|`` (state -> 64 -> 32) and ``V(s)`` (state -> 32 -> 1) in place of
   the last bias; ``Q_tot = ELU(Q W1 + b1) . W2 + V(s)``. Absolute weights make it monotone in every Q^a.
+- :class:`jmarl.qplex.QPLEXMixer`: QPLEX's duplex dueling mixer, which also reads the joint action and
+  each agent's greedy utility (``mixer.apply(params, qs, state, actions_onehot, max_qs)``).
 - :class:`CentralMixer`: WQMIX's unrestricted Q* mixer, a feed-forward net over [state, utilities]
   (3 x 256, ReLU) plus V(s) (state -> 256 -> 1). Not monotone, so it can represent any joint value.
 
@@ -17,6 +19,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from jmarl.qplex import QPLEXMixer
 
 
 class VDNMixer(nn.Module):
@@ -69,12 +73,19 @@ class CentralMixer(nn.Module):
         return advantage + value
 
 
-def make_mixer(name: str, num_agents: int, embed_dim: int = 32, hypernet_dim: int = 64) -> nn.Module:
+MIXERS = ("qmix", "vdn", "qplex")
+
+
+def make_mixer(name: str, num_agents: int, embed_dim: int = 32, hypernet_dim: int = 64, num_actions: int = 0,
+               qplex: dict | None = None) -> nn.Module:
+    """The mixer ``name``; ``qplex`` holds :class:`~jmarl.qplex.QPLEXMixer`'s size fields."""
     if name == "vdn":
         return VDNMixer()
     if name == "qmix":
         return QMixer(num_agents, embed_dim, hypernet_dim)
-    raise ValueError(f"unknown mixer {name!r}; valid: vdn, qmix")
+    if name == "qplex":
+        return QPLEXMixer(num_agents, num_actions, **(qplex or {}))
+    raise ValueError(f"unknown mixer {name!r}; valid: {', '.join(MIXERS)}")
 
 
 def mixer_gradient(mixer: nn.Module, params, qs: jax.Array, state: jax.Array) -> jax.Array:

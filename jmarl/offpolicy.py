@@ -266,19 +266,34 @@ class OffPolicyLearner:
         carry = jnp.zeros((1, self.n, net.hidden_dim))
         return net.init(key, carry, jnp.zeros((1, self.n, self.input_dim)), jnp.zeros((1, self.n), bool))
 
-    def agent_qs(self, agent_params, batch: replay.Episodes, network: AgentQNetwork | None = None) -> jax.Array:
-        """Q-values [B, T+1, N, A] at every stored observation, the GRU run from zero at t = 0."""
+    def unroll(self, agent_params, inputs: jax.Array, network: AgentQNetwork | None = None,
+               keep_hidden: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
+        """Agent inputs [B, T+1, N, D] -> Q-values [B, T+1, N, A], the GRU run from zero at t = 0 (the same
+        network and inputs as acting); ``keep_hidden`` also returns each step's GRU output [B, T+1, N, H]."""
         net = network or self.agent
-        inputs = agent_inputs(batch.obs, previous_actions(batch.actions), self.num_actions)
         b = inputs.shape[0]
         no_reset = jnp.zeros((b, self.n), bool)
 
         def step(carry, x):
-            return net.apply(agent_params, carry, x, no_reset)
+            carry, q = net.apply(agent_params, carry, x, no_reset)
+            return carry, ((q, carry) if keep_hidden else q)
 
         carry0 = jnp.zeros((b, self.n, net.hidden_dim))
-        _, q = jax.lax.scan(step, carry0, jnp.swapaxes(inputs, 0, 1))
-        return jnp.swapaxes(q, 0, 1)
+        _, out = jax.lax.scan(step, carry0, jnp.swapaxes(inputs, 0, 1))
+        return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), out)
+
+    def episode_inputs(self, batch: replay.Episodes) -> jax.Array:
+        """The agent inputs [B, T+1, N, D] at every stored observation, as acting built them."""
+        return agent_inputs(batch.obs, previous_actions(batch.actions), self.num_actions)
+
+    def agent_qs(self, agent_params, batch: replay.Episodes, network: AgentQNetwork | None = None) -> jax.Array:
+        """Q-values [B, T+1, N, A] at every stored observation."""
+        return self.unroll(agent_params, self.episode_inputs(batch), network)
+
+    def agent_qs_and_hidden(self, agent_params, batch: replay.Episodes,
+                            network: AgentQNetwork | None = None) -> tuple[jax.Array, jax.Array]:
+        """(Q-values [B, T+1, N, A], GRU outputs [B, T+1, N, H]) at every stored observation."""
+        return self.unroll(agent_params, self.episode_inputs(batch), network, keep_hidden=True)
 
     def init_carry(self, batch: int) -> tuple[jax.Array, jax.Array]:
         return jnp.zeros((batch, self.n, self.config.hidden_dim)), jnp.full((batch, self.n), -1, jnp.int32)

@@ -14,7 +14,7 @@ import functools
 from typing import Any
 
 import envs
-from jmarl.algos import dpo, lan, remix, tad_ppo
+from jmarl.algos import dpo, lan, qtran, remix, tad_ppo
 from jmarl.config import ConfigError, hyperparameters, suggest, validate
 
 # name -> (config class, learner class, env defaults by name prefix, preset overrides, description)
@@ -42,6 +42,7 @@ ALGORITHMS.update({
         ("remix", "ReMIX: QMIX with regret-minimising projection weights over an unrestricted Q*"),
         ("qmix", "QMIX (pymarl2: hypernetwork mixer, TD(lambda), double Q)"),
         ("vdn", "VDN (sum of agent utilities)"),
+        ("qplex", "QPLEX (duplex dueling mixer: Q_tot = sum V_i + sum lambda_i(s, a) A_i, IGM by construction)"),
         ("ow_qmix", "optimistically weighted QMIX (WQMIX, alpha 0.1)"),
         ("cw_qmix", "centrally weighted QMIX (WQMIX, alpha 0.1)"),
         ("remix_no_bellman", "ReMIX without the Bellman-error factor"),
@@ -50,6 +51,9 @@ ALGORITHMS.update({
     ]
 })
 # ----- end value decomposition -----
+# ----- QTRAN (jmarl/algos/qtran.py) -----
+ALGORITHMS["qtran"] = (qtran.QTRANConfig, qtran.QTRAN, qtran.ENV_DEFAULTS, qtran.VARIANTS["qtran"],
+                       "QTRAN-base (pymarl: joint Q_jt and V_jt, TD + opt + nopt-min losses)")
 # ----- LAN and its ablations (jmarl/algos/lan.py) -----
 ALGORITHMS.update({
     name: (lan.LANConfig, lan.LAN, lan.ENV_DEFAULTS, lan.VARIANTS[name], desc)

@@ -39,7 +39,7 @@ from jmarl.spec import abstract_state
 # (fewer than batch_size = 4 complete episodes), 6, 7 and 8 can.
 CONFIG = jmarl.make_config("vdn", "mpe_line_control", total_steps=320, num_envs=4, num_steps=10, hidden_dim=8,
                            eval_every=1, eval_episodes=2, batch_size=4, buffer_size=32, target_update_episodes=4,
-                           mixing_embed_dim=8)
+                           mixing_embed_dim=8, updates_per_episode=0.0)
 RESUME_AT = 3  # chunks done at the checkpoint the interrupted run resumes from; checkpoints every 3 chunks
 CHUNKS = 8
 QUIET = dict(log=lambda line: None, plots=False)

@@ -82,7 +82,7 @@ def test_vdn_is_the_sum_with_unit_gradient():
     qs = jnp.asarray([[1.0, -2.0, 0.5], [3.0, 0.0, 0.0]])
     np.testing.assert_allclose(mixer.apply(params, qs, jnp.zeros((2, 2))), [-0.5, 3.0])
     np.testing.assert_array_equal(mixer_gradient(mixer, params, qs, jnp.zeros((2, 2))), 1.0)
-    with pytest.raises(ValueError, match="valid: vdn, qmix"):
+    with pytest.raises(ValueError, match="valid: qmix, vdn, qplex"):
         make_mixer("qtran", 3)
 
 

@@ -89,3 +89,69 @@ def load(name: str) -> Preset:
     return Preset(name, data["title"], data["paper"], data["figure"], data["env"], tuple(data["algos"]),
                   int(data["seeds"]), int(data["total_steps"]), dict(data.get("set", {})),
                   {k: dict(v) for k, v in algo_tables.items()}, data.get("notes", ""), claims)
+
+
+_README_HEAD = """# Presets: the papers' experiments as data
+
+Each `<name>.toml` fixes an experiment's env, the algorithms it compares, seeds, the env-step budget
+and hyperparameters (`[set]`: every algorithm that has the key; `[algo.<name>]`: one algorithm), and
+the paper's claims about it (`[[claim]]`). Command-line options override a preset (`--seeds`,
+`--total-steps`, `--set`, `--sweep`). This file is written by `python -m experiments.presets` from the
+presets themselves.
+
+```bash
+python experiments/reproduce.py --preset tad_hallway --out runs/tad_hallway     # train all, judge the claims
+python experiments/compare.py --preset tad_hallway --out runs/tad_hallway_cmp   # train all, compare only
+python experiments/run.py --preset tad_hallway --algo mappo --out runs/mappo_hw  # one of them
+```
+
+| preset | paper figure | env | algorithms | seeds | env steps per seed |
+|---|---|---|---|---:|---:|
+"""
+
+_README_CLAIMS = """
+## Claims
+
+A `[[claim]]` table states one claim of the paper about the preset's experiment, for
+`experiments/reproduce.py` to judge against the runs (`experiments/claims.py`):
+
+```toml
+[[claim]]
+says = "ReMIX ends above QMIX"                  # the claim, in a line
+paper = "Fig. 1d: ReMIX above every baseline"   # what the paper shows: its numbers, or in words
+kind = "above"          # above | reaches | below
+algo = "remix"
+other = "qmix"          # above: the algorithm below
+metric = "return"       # an evaluation metric (return, won, score, ...)
+statistic = "final"     # final (last evaluation) | mean (over all evaluations: learning speed)
+# value = 100           # reaches / below: the threshold
+# seeds = 0.5           # reaches / below: the fraction of seeds that must satisfy it
+```
+
+- `above`: reproduced when the 95% bootstrap intervals across seeds do not overlap in the claimed
+  order; refuted when they do not overlap the other way at the full budget; otherwise undecided.
+- `reaches`: reproduced when at least `seeds` of the seeds reach `value`; refuted when not at the full
+  budget; otherwise undecided.
+- `below` (a baseline stuck in a local optimum): refuted as soon as more seeds than allowed get to
+  `value`; reproduced when they do not at the full budget; undecided (holds so far) below it.
+
+The claims of each preset:
+
+"""
+
+
+def readme() -> str:
+    """README.md of this directory, from the presets: the table, the claims and each preset's notes."""
+    loaded = [load(n) for n in names()]
+    rows = [f"| `{p.name}` | {p.paper}: {p.figure} | `{p.env}` | {', '.join(p.algos)} | {p.seeds} | "
+            f"{p.total_steps:,} |" for p in loaded]
+    claims = []
+    for p in loaded:
+        for c in p.claims:
+            threshold = f", {c.value:g} on {c.seeds:.0%} of seeds" if c.value is not None else ""
+            who = f"`{c.algo}`" + (f" over `{c.other}`" if c.other else "")
+            claims.append(f"- `{p.name}`: {c.says} ({c.kind}, {who}, {c.statistic} {c.metric}{threshold}). "
+                          f"Paper: {c.paper}.")
+    notes = [f"- `{p.name}`: {' '.join(p.notes.split())}" for p in loaded]
+    return (_README_HEAD + "\n".join(rows) + "\n" + _README_CLAIMS + "\n".join(claims)
+            + "\n\nNotes per preset (also in each file's `notes`):\n\n" + "\n".join(notes) + "\n")

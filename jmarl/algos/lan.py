@@ -47,9 +47,7 @@ from jmarl.masks import masked_mean
 from jmarl.offpolicy import (
     OffPolicyConfig,
     OffPolicyLearner,
-    agent_inputs,
     greedy,
-    previous_actions,
     take,
     td_lambda_targets,
 )
@@ -160,26 +158,12 @@ class LAN(OffPolicyLearner):
 
     # ----- networks over an episode batch -------------------------------------------------------
 
-    def hidden_and_advantages(self, agent_params, inputs: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Agent inputs [B, T+1, N, D] -> (GRU outputs h [B, T+1, N, H], advantages [B, T+1, N, A]), the GRU
-        run from zero at t = 0 (the same network and inputs as acting)."""
-        b = inputs.shape[0]
-        no_reset = jnp.zeros((b, self.n), bool)
-
-        def step(carry, x):
-            carry, adv = self.agent.apply(agent_params, carry, x, no_reset)
-            return carry, (carry, adv)
-
-        carry0 = jnp.zeros((b, self.n, self.agent.hidden_dim))
-        _, (h, adv) = jax.lax.scan(step, carry0, jnp.swapaxes(inputs, 0, 1))
-        return jnp.swapaxes(h, 0, 1), jnp.swapaxes(adv, 0, 1)
-
     def networks(self, params, batch: replay.Episodes) -> tuple[jax.Array, jax.Array | None]:
         """(advantages [B, T+1, N, A] (centred with ``lan_mean``), V [B, T+1] or None) at every stored
         observation."""
         cfg = self.config
-        inputs = agent_inputs(batch.obs, previous_actions(batch.actions), self.num_actions)
-        h, adv = self.hidden_and_advantages(params["agent"], inputs)
+        inputs = self.episode_inputs(batch)
+        adv, h = self.unroll(params["agent"], inputs, keep_hidden=True)
         if cfg.lan_mean:
             adv = centred(adv)
         if self.value is None:

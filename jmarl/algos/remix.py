@@ -1,12 +1,16 @@
-"""ReMIX (remix.md §4, Algorithm 1) and, as configurations of the same learner, QMIX, VDN, OW-QMIX and
-CW-QMIX (WQMIX), with ReMIX's term ablations.
+"""ReMIX (remix.md §4, Algorithm 1) and, as configurations of the same learner, QMIX, VDN, QPLEX, OW-QMIX
+and CW-QMIX (WQMIX), with ReMIX's term ablations.
 
 The learner is pymarl2's value decomposition on the shared off-policy core (jmarl.offpolicy): agent
-utilities Q^a from a recurrent agent network, mixed into Q_tot by a mixer (``vdn`` sum or ``qmix``
-hypernetwork mixer), regressed with a masked 0.5 * mean of weighted squared TD errors over valid steps.
+utilities Q^a from a recurrent agent network, mixed into Q_tot by a mixer (``vdn`` sum, ``qmix``
+hypernetwork mixer, or ``qplex`` duplex dueling mixer, jmarl.qplex), regressed with a masked 0.5 * mean
+of weighted squared TD errors over valid steps.
 
-- ``weighting="uniform"`` (QMIX, VDN): target y = r + gamma Q_tot^-(s', u') by TD(lambda), u' the online
+- ``weighting="uniform"`` (QMIX, VDN, QPLEX): target y = r + gamma Q_tot^-(s', u') by TD(lambda), u' the online
   agents' greedy actions over available actions, Q_tot^- the target agents + target mixer (double Q).
+  QPLEX's mixer also reads the joint action (taken, or u' in the target) and each agent's greedy
+  utility (max over available actions, detached; the target agents' in the target), as the QPLEX
+  authors' learner; its defaults are pymarl2's ``qplex.yaml`` (4 heads, 2-layer extractors, width 64).
 - Weighted variants (WQMIX's learner): an unrestricted Q* (its own recurrent agent network and the
   feed-forward :class:`~jmarl.mixers.CentralMixer`). y = r + gamma Q*^-(s', u') by TD(lambda), u' the
   online QMIX agents' greedy joint action; Q* is regressed to y unweighted; Q_tot with the weights w:
@@ -46,7 +50,7 @@ import jax
 import jax.numpy as jnp
 
 from jmarl import replay
-from jmarl.config import field
+from jmarl.config import ConfigError, field
 from jmarl.masks import mask_actions, masked_mean
 from jmarl.mixers import CentralMixer, make_mixer, mixer_gradient
 from jmarl.offpolicy import (
@@ -67,11 +71,16 @@ class ReMIXConfig(OffPolicyConfig):
     epsilon 0.995 -> 0.05 over 100k steps) and pymarl2's QMIX/WQMIX sizes."""
 
     algo: str = "remix"
-    mixer: str = field("qmix", choices=("qmix", "vdn"), doc="monotonic mixer of the agent utilities")
+    mixer: str = field("qmix", choices=("qmix", "vdn", "qplex"),
+                       doc="mixer of the agent utilities (qplex: the duplex dueling mixer, uniform weights only)")
     mixing_embed_dim: int = field(32, low=1, doc="QMIX mixing width")
     hypernet_dim: int = field(64, low=1, doc="QMIX hypernetwork hidden width")
     weighting: str = field("remix", choices=("uniform", "ow", "cw", "remix"),
                            doc="weights of the Q_tot loss (uniform = QMIX/VDN, no Q*)")
+    qplex_embed_dim: int = field(64, low=1, doc="QPLEX: width of the w_i(s) and v_i(s) networks")
+    qplex_heads: int = field(4, low=1, doc="QPLEX: attention heads of the importance weights lambda_i(s, a)")
+    qplex_layers: int = field(2, low=1, high=3, doc="QPLEX: layers of each importance-weight extractor")
+    qplex_adv_embed: int = field(64, low=1, doc="QPLEX: hidden width of the importance-weight extractors")
     central_embed_dim: int = field(256, low=1, doc="width of the unrestricted Q* mixer (3 layers)")
     central_hidden_dim: int = field(64, low=1, doc="width of Q*'s own agent network")
     alpha: float = field(0.1, low=0.0, high=1.0, doc="OW/CW weight of the down-weighted transitions")
@@ -101,6 +110,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "remix": {},
     "qmix": {"weighting": "uniform"},
     "vdn": {"weighting": "uniform", "mixer": "vdn"},
+    "qplex": {"weighting": "uniform", "mixer": "qplex"},
     "ow_qmix": {"weighting": "ow"},
     "cw_qmix": {"weighting": "cw"},
     "remix_no_bellman": {"remix_bellman": False},
@@ -162,9 +172,14 @@ class ReMIX(OffPolicyLearner):
     SWEEPABLE: ClassVar[tuple[str, ...]] = OffPolicyLearner.SWEEPABLE + ("alpha", "w_min", "temperature", "remix_eps")
 
     def __init__(self, config: ReMIXConfig):
-        super().__init__(config)
         cfg = config
-        self.mixer = make_mixer(cfg.mixer, self.n, cfg.mixing_embed_dim, cfg.hypernet_dim)
+        if cfg.mixer == "qplex" and cfg.weighting != "uniform":
+            raise ConfigError(f"mixer='qplex' trains with uniform weights (QPLEX); the {cfg.weighting!r} weighting "
+                              f"is defined for a monotonic mixer (qmix or vdn)")
+        super().__init__(config)
+        qplex = {"embed_dim": cfg.qplex_embed_dim, "num_heads": cfg.qplex_heads,
+                 "adv_hypernet_layers": cfg.qplex_layers, "adv_hypernet_embed": cfg.qplex_adv_embed}
+        self.mixer = make_mixer(cfg.mixer, self.n, cfg.mixing_embed_dim, cfg.hypernet_dim, self.num_actions, qplex)
         self.central = cfg.weighting != "uniform"
         if self.central:
             self.central_agent = AgentQNetwork(self.num_actions, cfg.central_hidden_dim)
@@ -173,11 +188,24 @@ class ReMIX(OffPolicyLearner):
     def init_params(self, key: jax.Array) -> dict[str, Any]:
         k_agent, k_mixer, k_cagent, k_cmixer = jax.random.split(key, 4)
         qs, state = jnp.zeros((1, self.n)), jnp.zeros((1, self.spec.state_dim))
-        params = {"agent": self.init_agent(k_agent), "mixer": self.mixer.init(k_mixer, qs, state)}
+        extra = (jnp.zeros((1, self.n, self.num_actions)), qs) if self.config.mixer == "qplex" else ()
+        params = {"agent": self.init_agent(k_agent), "mixer": self.mixer.init(k_mixer, qs, state, *extra)}
         if self.central:
             params["central_agent"] = self.init_agent(k_cagent, self.central_agent)
             params["central_mixer"] = self.central_mixer.init(k_cmixer, qs, state)
         return params
+
+    def mix(self, mixer_params, qs: jax.Array, state: jax.Array, actions: jax.Array, q_all: jax.Array,
+            avail: jax.Array) -> jax.Array:
+        """Q_tot [B, T] of the utilities ``qs`` [B, T, N] taken at ``actions``; QPLEX also reads the joint
+        action and each agent's greedy utility over its available actions (from ``q_all`` [B, T, N, A],
+        detached as QPLEX's learner does; 0 where no action is available, on padded steps)."""
+        if self.config.mixer != "qplex":
+            return self.mixer.apply(mixer_params, qs, state)
+        q_all = jax.lax.stop_gradient(q_all)
+        max_qs = jnp.where(avail.any(-1), jnp.max(mask_actions(q_all, avail), axis=-1), 0.0)
+        onehot = jax.nn.one_hot(actions, self.num_actions, dtype=qs.dtype)
+        return self.mixer.apply(mixer_params, qs, state, onehot, max_qs)
 
     def central_qs(self, params, batch: replay.Episodes) -> jax.Array:
         """Q*'s agent outputs [B, T+1, N, A] (its own GRU from zero)."""
@@ -190,14 +218,14 @@ class ReMIX(OffPolicyLearner):
         u_next = greedy(jax.lax.stop_gradient(q), batch.avail)  # online greedy actions [B, T+1, N]
         chosen = take(q[:, :-1], batch.actions)  # [B, T, N]
         state_now, state_all = batch.state[:, :-1], batch.state
-        q_tot = self.mixer.apply(params["mixer"], chosen, state_now)  # [B, T]
+        q_tot = self.mix(params["mixer"], chosen, state_now, batch.actions, q[:, :-1], batch.avail[:, :-1])  # [B, T]
 
         if self.central:
             cq_target = self.central_qs(target_params, batch)
             boot = self.central_mixer.apply(target_params["central_mixer"], take(cq_target, u_next), state_all)
         else:
             q_target = self.agent_qs(target_params["agent"], batch)
-            boot = self.mixer.apply(target_params["mixer"], take(q_target, u_next), state_all)
+            boot = self.mix(target_params["mixer"], take(q_target, u_next), state_all, u_next, q_target, batch.avail)
         y = jax.lax.stop_gradient(td_lambda_targets(batch.reward, batch.terminated, mask, boot[:, 1:],
                                                     hparams["gamma"], hparams["td_lambda"]))
         td = q_tot - y

@@ -166,6 +166,10 @@ def test_variants_and_paper_defaults():
         jmarl.make_config("remix", "matrix_qtran", weighting="max")
     with pytest.raises(jmarl.ConfigError, match="w_min must be <= 1"):
         jmarl.make_config("remix", "matrix_qtran", w_min=1.5)
+    c = jmarl.make_config("qplex", "matrix_qtran")
+    assert (c.mixer, c.weighting, c.qplex_heads, c.qplex_layers, c.qplex_embed_dim) == ("qplex", "uniform", 4, 2, 64)
+    with pytest.raises(jmarl.ConfigError, match="mixer='qplex' trains with uniform weights"):
+        jmarl.make_algorithm(jmarl.make_config("remix", "matrix_qtran", mixer="qplex"))
 
 
 # ----- the whole loss against a step-by-step reference ------------------------------------------
@@ -229,14 +233,22 @@ def reference_loss(algo, params, target_params, batch):
     avail, actions = np.asarray(batch.avail), np.asarray(batch.actions)
     state, mask = np.asarray(batch.state), np.asarray(batch.mask)
     pick = lambda q, u: np.take_along_axis(q, u[..., None], -1)[..., 0]  # noqa: E731
-    mix = lambda m, p, qs, s: np.asarray(jax.jit(m.apply)(p, jnp.asarray(qs, jnp.float32), jnp.asarray(s)))  # noqa: E731
+    mix = lambda m, p, qs, s, *extra: np.asarray(jax.jit(m.apply)(p, jnp.asarray(qs, jnp.float32), jnp.asarray(s),  # noqa: E731
+                                                                  *(jnp.asarray(x, jnp.float32) for x in extra)))
+
+    def qplex_inputs(u, q_all, av):  # QPLEX also reads the joint action and each agent's greedy utility
+        if cfg.mixer != "qplex":
+            return ()
+        top = np.where(av.any(-1), np.where(av, q_all, -np.inf).max(-1), 0.0)
+        return np.eye(algo.num_actions)[u], top
+
     q = unroll(algo.agent, params["agent"], batch, algo.num_actions)
     u_next = np.where(avail, q, -np.inf).argmax(-1)
     chosen = pick(q[:, :-1], actions)
-    q_tot = mix(algo.mixer, params["mixer"], chosen, state[:, :-1])
+    q_tot = mix(algo.mixer, params["mixer"], chosen, state[:, :-1], *qplex_inputs(actions, q[:, :-1], avail[:, :-1]))
     if cfg.weighting == "uniform":
         qt = unroll(algo.agent, target_params["agent"], batch, algo.num_actions)
-        boot = mix(algo.mixer, target_params["mixer"], pick(qt, u_next), state)
+        boot = mix(algo.mixer, target_params["mixer"], pick(qt, u_next), state, *qplex_inputs(u_next, qt, avail))
     else:
         cqt = unroll(algo.central_agent, target_params["central_agent"], batch, algo.num_actions)
         boot = mix(algo.central_mixer, target_params["central_mixer"], pick(cqt, u_next), state)
@@ -274,7 +286,7 @@ def reference_loss(algo, params, target_params, batch):
 
 
 @pytest.mark.parametrize("algo_name,options", [
-    ("qmix", {}), ("ow_qmix", {}), ("cw_qmix", {}), ("remix", {}), ("remix_no_grad", {}),
+    ("qmix", {}), ("qplex", {}), ("ow_qmix", {}), ("cw_qmix", {}), ("remix", {}), ("remix_no_grad", {}),
     ("remix", {"weight_q_star": "online", "weight_mapping": "max"}),  # the pre-paper mapping, as an option
 ])
 def test_loss_matches_a_step_by_step_reference(algo_name, options):
@@ -293,7 +305,7 @@ def test_loss_matches_a_step_by_step_reference(algo_name, options):
     np.testing.assert_allclose(float(loss), ref, rtol=2e-3)
     mask = np.asarray(batch.mask)
     np.testing.assert_allclose(float(stats["weight"]), (w * mask).sum() / mask.sum(), rtol=2e-3)
-    if algo_name != "qmix":
+    if algo_name not in ("qmix", "qplex"):
         assert 0 < float(stats["weight"]) < 1  # the weighting is active in this batch
 
 
