@@ -10,6 +10,10 @@ from envs.registry import register
 register("matrix", "envs.matrix:MatrixGame", "generic n-agent one-step matrix game from a payoff table")
 register("matrix_tad10", "envs.matrix:named_matrix_game", "TAD-PPO's ten 5x5 matrices, id observed", game="tad10")
 register("matrix_qtran", "envs.matrix:named_matrix_game", "QTRAN's 3x3 non-monotonic matrix", game="qtran")
+register("markov_matrix", "envs.markov_matrix:MarkovMatrixGame",
+         "TAD-DQN's Markov game: TAD-PPO's ten matrices, a uniformly random next matrix each step")
+register("markov_matrix_random", "envs.markov_matrix:MarkovMatrixGame",
+         "the same with action-dependent random transitions (a fixed seeded table)", transitions="random")
 register("matrix_penalty", "envs.matrix:named_matrix_game", "3x3 penalty matrix (TAD-PPO Table 1)", game="penalty")
 for _i in range(1, 5):
     register(f"matrix_dpo{_i}", "envs.matrix:named_matrix_game", f"DPO 2x2 game {_i} (App. C)", game=f"dpo{_i}")

@@ -8,6 +8,7 @@ The learner's TrainState must have ``env_state, timestep, carries, episode_start
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -91,3 +92,13 @@ def update(learner: Any, state: Any) -> tuple[Any, dict[str, jax.Array]]:
 def check_minibatches(num_envs: int, num_minibatches: int) -> None:
     if num_envs % num_minibatches:
         raise ConfigError(f"num_envs ({num_envs}) must be divisible by num_minibatches ({num_minibatches})")
+
+
+def entropy_coef(config: Any, steps_per_update: int, update_count: jax.Array) -> jax.Array:
+    """``config.ent_coef``, or its linear anneal to ``ent_coef_final`` over the first ``ent_anneal_frac``
+    of the planned updates (then constant): TAD-PPO / MAPPO's and HAPPO's schedule."""
+    if config.ent_coef_final is None:
+        return jnp.asarray(config.ent_coef, jnp.float32)
+    span = max(1.0, config.ent_anneal_frac * math.ceil(config.total_steps / steps_per_update))
+    frac = jnp.minimum(update_count / span, 1.0)
+    return config.ent_coef + (config.ent_coef_final - config.ent_coef) * frac

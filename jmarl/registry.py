@@ -14,7 +14,7 @@ import functools
 from typing import Any
 
 import envs
-from jmarl.algos import dpo, lan, qtran, remix, tad_ppo
+from jmarl.algos import dpo, happo, lan, qtran, remix, tad_dqn, tad_ppo
 from jmarl.config import ConfigError, hyperparameters, suggest, validate
 
 # name -> (config class, learner class, env defaults by name prefix, preset overrides, description)
@@ -51,6 +51,10 @@ ALGORITHMS.update({
     ]
 })
 # ----- end value decomposition -----
+ALGORITHMS["happo"] = (happo.HAPPOConfig, happo.HAPPO, happo.ENV_DEFAULTS, happo.VARIANTS["happo"],
+                       "HAPPO: heterogeneous-agent PPO, agents updated one after another in a random order")
+ALGORITHMS["tad_dqn"] = (tad_dqn.TADDQNConfig, tad_dqn.TADDQN, tad_dqn.ENV_DEFAULTS, tad_dqn.VARIANTS["tad_dqn"],
+                         "TAD-DQN: sequential DQN over previous-action attention, a decentralised policy distilled")
 # ----- QTRAN (jmarl/algos/qtran.py) -----
 ALGORITHMS["qtran"] = (qtran.QTRANConfig, qtran.QTRAN, qtran.ENV_DEFAULTS, qtran.VARIANTS["qtran"],
                        "QTRAN-base (pymarl: joint Q_jt and V_jt, TD + opt + nopt-min losses)")

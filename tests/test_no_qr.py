@@ -41,7 +41,7 @@ def test_the_check_sees_flax_default_gru():
 
 
 # one algorithm per set of networks: the baselines are configurations of these (same modules, other flags)
-NETWORK_FAMILIES = ("dpo", "mappo", "tad_ppo", "qmix", "qplex", "remix", "lan", "qtran")
+NETWORK_FAMILIES = ("dpo", "mappo", "tad_ppo", "qmix", "qplex", "remix", "lan", "qtran", "tad_dqn", "happo")
 
 
 def test_the_families_cover_every_learner_class():

@@ -129,7 +129,7 @@ def test_presets_and_command_line_combine():
 
 @pytest.mark.parametrize("argv, needle", [
     (["--preset", "tad_halway"], "did you mean tad_hallway"),
-    (["--preset", "tad_hallway", "--algo", "dpo"], "preset tad_hallway runs tad_ppo, mappo; not dpo"),
+    (["--preset", "tad_hallway", "--algo", "dpo"], "preset tad_hallway runs tad_ppo, mappo, happo; not dpo"),
     (["--preset", "tad_hallway", "--env", "matrix_tad10"], "runs on hallway; drop --env"),
 ])
 def test_bad_presets_exit_2(argv, needle, capsys):

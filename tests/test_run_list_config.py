@@ -37,7 +37,7 @@ def test_list_prints_every_group_and_exits_0(capsys):
     assert "algorithms (--algo):" in out and "environments (--env):" in out and "presets (--preset):" in out
     names = {line.split()[0] for line in out.splitlines() if line.startswith("  ")}
     assert set(jmarl.algorithm_names()) | set(envs.names()) | set(presets.names()) <= names
-    assert "decentralised policy optimisation" in out and "TAD-PPO vs MAPPO on the two-agent hallway" in out
+    assert "decentralised policy optimisation" in out and "TAD-PPO vs MAPPO and HAPPO on the two-agent hallway" in out
     assert main(["--list", "algos"]) == 0
     only = capsys.readouterr().out
     assert only.startswith("algorithms") and "environments" not in only and "presets" not in only

@@ -68,7 +68,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import Any
 
 import jax
@@ -372,14 +371,7 @@ class TADPPO:
                    traj["done"][..., None], cfg.gamma, self.lam)
 
     def entropy_coef(self, update_count: jax.Array) -> jax.Array:
-        """``ent_coef``, or its linear anneal to ``ent_coef_final`` over the first ``ent_anneal_frac`` of the
-        planned updates (then constant)."""
-        cfg = self.config
-        if cfg.ent_coef_final is None:
-            return jnp.asarray(cfg.ent_coef, jnp.float32)
-        span = max(1.0, cfg.ent_anneal_frac * math.ceil(cfg.total_steps / self.steps_per_update))
-        frac = jnp.minimum(update_count / span, 1.0)
-        return cfg.ent_coef + (cfg.ent_coef_final - cfg.ent_coef) * frac
+        return onpolicy.entropy_coef(self.config, self.steps_per_update, update_count)
 
     def loss(self, params, carries0, traj, adv, targets, ent_coef: float | jax.Array | None = None):
         """PPO-clip surrogate, entropy bonus, clipped Huber value loss (normalised targets), distillation;

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from test_markov_matrix import check_markov_matrix
 
 import envs
 
@@ -59,6 +60,8 @@ RULES: dict[str, Rule] = {
     "matrix_dpo2": Rule("matrix", 1, 1.0, 5.0, "DPO game 2: (1, 3, 5, 4)"),
     "matrix_dpo3": Rule("matrix", 1, 1.0, 7.0, "DPO game 3: (7, 1, 1, 3)"),
     "matrix_dpo4": Rule("matrix", 1, 0.0, 20.0, "DPO game 4: (20, 0, 0, 10)"),
+    "markov_matrix": Rule("markov_matrix", 10, -20.0, 10.0, "TAD-PPO Table 3 entries, one table a step"),
+    "markov_matrix_random": Rule("markov_matrix", 10, -20.0, 10.0, "TAD-PPO Table 3 entries, one table a step"),
     "stochastic_game": Rule("stochastic_game", 25, 0.0, 1.0 - 2.0**-24, "reward is a 24-bit uniform on [0, 1)"),
     "hallway": Rule("hallway", 100, -1.0, 7.0, "-1 per step, plus 8 (both on g1) or 5 (both on g2)"),
     "predator_prey": _pp(-2.0),
@@ -81,15 +84,15 @@ MAKE_KWARGS = {"matrix": {"payoff": MATRIX_PAYOFF}}
 
 # One env per family in the fast suite (the cheapest to compile where a family has several; the two
 # jumanji adapters count as one family: rware, the slower to compile, is fuzzed in the slow suite only).
-FAST = ("matrix_qtran", "stochastic_game", "hallway", "predator_prey", "checkers", "mpe_line_control",
+FAST = ("matrix_qtran", "markov_matrix", "stochastic_game", "hallway", "predator_prey", "checkers", "mpe_line_control",
         "smax_3m")  # the jumanji family (lbf, rware) costs ~25 s of compile each: slow suite only
 FAST_EXAMPLES = 3
 SLOW_EXAMPLES = 12
 
 # What each family documents for an action that is unavailable or out of range: the in-range action it
 # acts as ("clip": clipped into [0, A-1]; None: no in-range equivalent, checked by the hallway reference).
-SUBSTITUTE = {"matrix": "clip", "stochastic_game": "clip", "hallway": None, "predator_prey": 4, "checkers": 4,
-              "mpe": 0, "smax": 4, "lbf": 0, "rware": 0}
+SUBSTITUTE = {"matrix": "clip", "markov_matrix": "clip", "stochastic_game": "clip", "hallway": None,
+              "predator_prey": 4, "checkers": 4, "mpe": 0, "smax": 4, "lbf": 0, "rware": 0}
 
 
 def num_steps(limit: int) -> int:
@@ -128,6 +131,8 @@ def extract(family: str, state: Any) -> dict[str, jax.Array]:
         return {"task": s.task}
     if family == "stochastic_game":
         return {"s": s.state, "time": s.time}
+    if family == "markov_matrix":
+        return {"matrix": s.matrix, "time": s.time}
     if family == "hallway":
         return {"pos": s.positions}
     if family == "predator_prey":
@@ -476,7 +481,8 @@ def check_rware(env: envs.MultiAgentEnv, t: dict[str, Any]) -> None:
 
 
 FAMILY_CHECKS = {
-    "matrix": check_matrix, "stochastic_game": check_stochastic_game, "hallway": check_hallway,
+    "matrix": check_matrix, "markov_matrix": check_markov_matrix, "stochastic_game": check_stochastic_game,
+    "hallway": check_hallway,
     "predator_prey": check_predator_prey, "checkers": check_checkers, "mpe": check_mpe, "smax": check_smax,
     "lbf": check_lbf, "rware": check_rware,
 }
