@@ -47,7 +47,7 @@ def random_state(learner, seed: int):
 
 # One name per network layout runs in the fast suite; the other presets differ from these only in their
 # losses and run with `make test-slow`.
-FAST = ("dpo", "tad_ppo", "mappo", "qmix", "vdn", "remix", "lan", "iql", "qtran", "tad_dqn", "happo")
+FAST = ("dpo", "tad_ppo", "mappo", "qmix", "vdn", "remix", "lan", "iql", "tad_dqn", "happo")  # qtran acts as qmix
 
 
 @pytest.mark.parametrize("algo", [a if a in FAST else pytest.param(a, marks=pytest.mark.slow)

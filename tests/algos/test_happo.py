@@ -237,6 +237,7 @@ def test_matrix_score_is_the_payoff_of_the_greedy_actions():
     assert len({tuple(j) for j in joint}) > 1  # not vacuous: the greedy joint action depends on the task
 
 
+@pytest.mark.slow  # 20 s of compiling; the fast suite compiles updates in the agent-order test
 def test_compiled_training_without_the_registry():
     """make_train's program built by hand: init, chunks of compiled updates and a greedy evaluation."""
     algo = make(env="hallway", recurrent=True, num_envs=4, num_steps=8, total_steps=96, eval_every=3,

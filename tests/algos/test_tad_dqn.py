@@ -360,6 +360,7 @@ def test_greedy_policy_runs_the_decentralised_head():
 # ----- a short compiled run ---------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 25 s of compiling; the fast suite runs the chain, the loss and the policy round trip
 def test_training_runs_on_qtrans_matrix():
     """make_train's program without the registry: init, then chunks of compiled updates and an evaluation."""
     algo = make(num_envs=4, batch_size=8, buffer_size=16, total_steps=48, eval_every=6, eval_episodes=4,
