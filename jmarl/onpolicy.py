@@ -102,3 +102,12 @@ def entropy_coef(config: Any, steps_per_update: int, update_count: jax.Array) ->
     span = max(1.0, config.ent_anneal_frac * math.ceil(config.total_steps / steps_per_update))
     frac = jnp.minimum(update_count / span, 1.0)
     return config.ent_coef + (config.ent_coef_final - config.ent_coef) * frac
+
+
+def step_record(ts: Any, next_ts: Any, start: jax.Array, actions: jax.Array, logp: jax.Array, values: jax.Array,
+                next_values: jax.Array, active_masks: bool) -> dict[str, jax.Array]:
+    """What every on-policy rollout records of one env step (the learner adds its own extras): the inputs
+    acted on, the action and its log-probability, the values before and after, and the env's outcome."""
+    return dict(obs=ts.obs, avail=ts.avail_actions, reset=start, active=recorded_active(ts.active, active_masks),
+                actions=actions, logp=logp, values=values, next_values=next_values, reward=next_ts.reward,
+                terminated=next_ts.terminated, done=next_ts.done, ep_return=next_ts.info["episode_return"])

@@ -205,10 +205,7 @@ class DPO:
                                     avail_actions=next_ts.info["final_avail_actions"])
             _, _, next_values = self.apply(params, new_carries, final.obs, self.critic_inputs(final),
                                            final.avail_actions, jnp.zeros_like(start))
-            out = dict(obs=ts.obs, avail=ts.avail_actions, reset=start,
-                       active=onpolicy.recorded_active(ts.active, cfg.active_masks), actions=actions, logp=logp,
-                       values=values, next_values=next_values, reward=next_ts.reward, terminated=next_ts.terminated,
-                       done=next_ts.done, ep_return=next_ts.info["episode_return"])
+            out = onpolicy.step_record(ts, next_ts, start, actions, logp, values, next_values, cfg.active_masks)
             if cfg.centralised_critic:  # a decentralised critic reads obs: stored once, gathered once
                 out["critic_obs"] = self.critic_inputs(ts)
             return (env_state, next_ts, new_carries, next_ts.done), out

@@ -266,11 +266,9 @@ class HAPPO:
             # after this step: bootstraps truncation exactly.
             _, next_values = self.value_step(params["critic"], critic_carry, next_ts.info["final_state"],
                                              jnp.zeros_like(start))
-            out = dict(obs=ts.obs, state=ts.state, avail=ts.avail_actions, reset=start,
-                       active=onpolicy.recorded_active(ts.active, cfg.active_masks), actions=actions,
-                       logp=_taken(jax.nn.log_softmax(logits), actions), values=values, next_values=next_values,
-                       reward=next_ts.reward, terminated=next_ts.terminated, done=next_ts.done,
-                       ep_return=next_ts.info["episode_return"])
+            out = onpolicy.step_record(ts, next_ts, start, actions, _taken(jax.nn.log_softmax(logits), actions),
+                                       values, next_values, cfg.active_masks)
+            out["state"] = ts.state
             return (env_state, next_ts, (actor_carry, critic_carry), next_ts.done), out
 
         return onpolicy.rollout(state, step, cfg.num_steps, self.steps_per_update)

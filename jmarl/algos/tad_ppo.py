@@ -329,11 +329,9 @@ class TADPPO:
             _, hc_next = self.critic_features(params, critic_carry, next_ts.info["final_state"],
                                               jnp.zeros_like(start))
             next_values = self.values(params, hc_next, jnp.zeros_like(actions))
-            out = dict(obs=ts.obs, state=ts.state, avail=ts.avail_actions, reset=start,
-                       active=onpolicy.recorded_active(ts.active, cfg.active_masks), actions=actions,
-                       logp=_take(jax.nn.log_softmax(logits), actions), values=values, next_values=next_values,
-                       reward=next_ts.reward, terminated=next_ts.terminated, done=next_ts.done,
-                       ep_return=next_ts.info["episode_return"])
+            out = onpolicy.step_record(ts, next_ts, start, actions, _take(jax.nn.log_softmax(logits), actions), values,
+                                       next_values, cfg.active_masks)
+            out["state"] = ts.state
             if self.sequential and cfg.distill_target == "greedy":
                 out["distill_actions"] = self.sample_actions(params, h, ts.avail_actions, None, greedy=True)[0]
             return (env_state, next_ts, (actor_carry, critic_carry), next_ts.done), out

@@ -38,7 +38,7 @@ def leaves_equal(a, b) -> None:
 
 
 # one env of each family (the others share its code)
-FAMILIES = ("checkers", "hallway", "lbf", "rware", "matrix_dpo1", "mpe_circle_control", "predator_prey", "smax_3m",
+FAMILIES = ("checkers", "hallway", "lbf", "rware", "markov_matrix", "matrix_dpo1", "mpe_circle_control", "predator_prey", "smax_3m",
             "stochastic_game")
 
 
