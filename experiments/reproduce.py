@@ -35,7 +35,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments import presets  # noqa: E402
-from experiments.claims import judge, per_seed  # noqa: E402
+from experiments.claims import Verdict, judge, per_seed  # noqa: E402
 from experiments.cli import Parser, description  # noqa: E402
 from experiments.compare import check_budgets, compare, resolve  # noqa: E402
 from jmarl.checkpoint import CheckpointError  # noqa: E402
@@ -144,7 +144,12 @@ def report(preset: presets.Preset, out: Path, algos: list[str], pieces: list[dic
         involved = [a for a in (claim.algo, claim.other) if a]
         if not all(a in algos for a in involved):
             continue
-        values = {a: per_seed(rows[a], claim.metric, claim.statistic) for a in involved}
+        try:
+            values = {a: per_seed(rows[a], claim.metric, claim.statistic) for a in involved}
+        except ConfigError:  # a learner that does not report the claim's metric
+            missing = [a for a in involved if not any(claim.metric in r for r in rows[a])]
+            verdicts.append(Verdict(claim, "undecided", "", f"{', '.join(missing)} reports no {claim.metric!r}"))
+            continue
         verdicts.append(judge(claim, values, fraction))
     wall = {a: sum(p["wall_s"].get(a, 0.0) for p in pieces) for a in algos}
     lines = [f"# {preset.title}", "", f"{preset.paper}, {preset.figure}.", "",

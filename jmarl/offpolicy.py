@@ -57,6 +57,7 @@ import optax
 from flax import struct
 
 import envs
+from envs.matrix import MatrixGame
 from jmarl import replay
 from jmarl.config import CommonConfig, ConfigError, field
 from jmarl.evaluate import evaluate_greedy, evaluation_key
@@ -437,7 +438,20 @@ class OffPolicyLearner:
         metrics = {**collect_stats, **learn_stats, "buffer_episodes": state.buffer.num_complete.astype(jnp.float32)}
         return state, metrics
 
+    def matrix_score(self, params, policy: Any = None) -> jax.Array:
+        """Matrix games: the sum over tasks of the payoff of the greedy joint action (TAD-PPO's score, optimum
+        100 on matrix_tad10), by ``policy`` (``evaluate_greedy``'s form; default :meth:`greedy_policy`'s)."""
+        raw = self.env.unwrapped
+        ts = jax.vmap(lambda task: raw.reset_task(jax.random.PRNGKey(0), task)[1])(jnp.arange(raw.num_tasks))
+        carry, greedy_fn = self.greedy_policy(params, raw.num_tasks)
+        _, joint = (policy or greedy_fn)(carry, ts.obs, ts.avail_actions, jnp.ones(raw.num_tasks, bool))
+        return raw.score(joint)
+
     def evaluate(self, state: OffPolicyState) -> dict[str, jax.Array]:
+        """Greedy evaluation (jmarl.evaluate's keys), and ``score`` on matrix games."""
         cfg = self.config
         carry, policy = self.greedy_policy(state.params, cfg.eval_episodes)
-        return evaluate_greedy(self.env, policy, carry, evaluation_key(state.key), cfg.eval_episodes)
+        out = evaluate_greedy(self.env, policy, carry, evaluation_key(state.key), cfg.eval_episodes)
+        if isinstance(self.env.unwrapped, MatrixGame):
+            out["score"] = self.matrix_score(state.params)
+        return out

@@ -94,6 +94,14 @@ kind = "reaches"
 algo = "dpo"
 value = -1000
 seeds = 1.0
+
+[[claim]]
+says = "IPPO wins"
+paper = "a metric no learner reports"
+kind = "reaches"
+algo = "ippo"
+metric = "score"
+value = 1
 """
 
 
@@ -113,8 +121,10 @@ def test_a_reproduction_in_two_pieces_then_its_report(tmp_path, monkeypatch, cap
     assert "256 env steps per seed, 100.0% of the preset's 256" in report
     assert "| DPO reaches 0 (final return) | by construction | dpo: at least -1000 on 2/2 seeds" in report
     assert "**reproduced**" in report
+    missing = "| IPPO wins (final score) | a metric no learner reports |  | **undecided** | ippo reports no 'score' |"
+    assert missing in report
     record = json.loads((out / "reproduction.json").read_text())
-    assert record["fraction"] == 1.0 and record["claims"][0]["verdict"] == "reproduced"
+    assert record["fraction"] == 1.0 and [c["verdict"] for c in record["claims"]] == ["reproduced", "undecided"]
     pieces = json.loads((out / "pieces.json").read_text())
     assert [p["finished"] for p in pieces] == [False, True] and set(pieces[1]["wall_s"]) == {"dpo", "ippo"}
     assert (out / "comparison.md").exists()

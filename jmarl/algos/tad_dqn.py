@@ -317,15 +317,6 @@ class TADDQN(OffPolicyLearner):
         return self.init_carry(batch), lambda carry, obs, avail, reset: self.act(params, carry, obs, avail, reset,
                                                                                  sequential=False)
 
-    def matrix_score(self, params, sequential: bool = False) -> jax.Array:
-        """Matrix games: sum over tasks of the payoff of the greedy joint action (TAD-PPO's score)."""
-        raw = self.env.unwrapped
-        tasks = jnp.arange(raw.num_tasks)
-        ts = jax.vmap(lambda task: raw.reset_task(jax.random.PRNGKey(0), task)[1])(tasks)
-        _, joint = self.act(params, self.init_carry(raw.num_tasks), ts.obs, ts.avail_actions,
-                            jnp.ones(raw.num_tasks, bool), sequential=sequential)
-        return raw.score(joint)
-
     def evaluate(self, state) -> dict[str, jax.Array]:
         """Greedy evaluation of the decentralised head (jmarl.evaluate's keys) and of the sequential chain (the
         same keys + ``_sequential``); ``score`` / ``score_sequential`` on matrix games."""
@@ -337,5 +328,6 @@ class TADDQN(OffPolicyLearner):
             evals = evaluate_greedy(self.env, policy, self.init_carry(cfg.eval_episodes), key, cfg.eval_episodes)
             out.update({k + suffix: v for k, v in evals.items()})
             if isinstance(self.env.unwrapped, MatrixGame):
-                out["score" + suffix] = self.matrix_score(state.params, sequential)
+                out["score" + suffix] = self.matrix_score(
+                    state.params, lambda c, o, a, r, s=sequential: self.act(state.params, c, o, a, r, sequential=s))
         return out

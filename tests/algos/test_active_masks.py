@@ -38,8 +38,8 @@ def leaves_equal(a, b) -> None:
 
 
 # one env of each family (the others share its code)
-FAMILIES = ("checkers", "hallway", "lbf", "rware", "markov_matrix", "matrix_dpo1", "mpe_circle_control", "predator_prey", "smax_3m",
-            "stochastic_game")
+FAMILIES = ("checkers", "hallway", "lbf", "rware", "markov_matrix", "matrix_dpo1", "mpe_circle_control",
+            "predator_prey", "smax_3m", "stochastic_game")
 
 
 def test_every_env_reports_one_active_flag_per_agent():
