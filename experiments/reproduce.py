@@ -151,13 +151,14 @@ def report(preset: presets.Preset, out: Path, algos: list[str], pieces: list[dic
             verdicts.append(Verdict(claim, "undecided", "", f"{', '.join(missing)} reports no {claim.metric!r}"))
             continue
         verdicts.append(judge(claim, values, fraction))
-    wall = {a: sum(p["wall_s"].get(a, 0.0) for p in pieces) for a in algos}
+    wall = {a: sum(p["wall_s"][a] for p in pieces if a in p["wall_s"]) for a in algos}
+    timed = ", ".join(f"{a} {w / 60:.1f} min" if any(a in p["wall_s"] for p in pieces) else f"{a} not logged"
+                      for a, w in wall.items())
     lines = [f"# {preset.title}", "", f"{preset.paper}, {preset.figure}.", "",
              f"- Budget: {steps:,} env steps per seed, {fraction:.1%} of the preset's {preset.total_steps:,}.",
              f"- Seeds: {seeds} per algorithm (the same seeds for each), vmapped in one program per algorithm.",
              f"- Env: `{config.env}`; algorithms: {', '.join(f'`{a}`' for a in algos)}.",
-             f"- Training wall time (all pieces): {', '.join(f'{a} {w / 60:.1f} min' for a, w in wall.items())}; "
-             f"{len(pieces)} piece(s).",
+             f"- Training wall time (all pieces): {timed}; {len(pieces)} piece(s).",
              "- Commands: " + "; ".join(f"`{c}`" for c in dict.fromkeys(p["command"] for p in pieces)) + "."]
     if replay_dropped:
         lines.append("- Checkpoints left the replay buffers out: each resumed piece restarted its buffer, so these "
