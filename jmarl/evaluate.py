@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from envs import MultiAgentEnv
+from envs.matrix import MatrixGame
 
 # Folded into the train state's key to make the evaluation's key; every recorded evaluation depends on it.
 EVAL_SALT = 0x5EED
@@ -55,4 +56,25 @@ def evaluate_greedy(
         out["won"] = won.mean()
     if spec.optimal_return is not None:
         out["optimality_gap"] = spec.optimal_return - ret.mean()
+    return out
+
+
+def matrix_score(env: MultiAgentEnv, make_policy: Callable[[int], tuple[Any, Callable]]) -> jax.Array:
+    """Matrix games: the sum over tasks of the payoff of the greedy joint action (TAD-PPO's score, optimum
+    100 on matrix_tad10). ``make_policy(batch)`` gives (carry, policy) in :func:`evaluate_greedy`'s form;
+    each task's first observation is the raw game's."""
+    raw = env.unwrapped
+    ts = jax.vmap(lambda task: raw.reset_task(jax.random.PRNGKey(0), task)[1])(jnp.arange(raw.num_tasks))
+    carry, policy = make_policy(raw.num_tasks)
+    _, joint = policy(carry, ts.obs, ts.avail_actions, jnp.ones(raw.num_tasks, bool))
+    return raw.score(joint)
+
+
+def evaluate_with_score(env: MultiAgentEnv, make_policy: Callable[[int], tuple[Any, Callable]], key: jax.Array,
+                        episodes: int) -> dict[str, jax.Array]:
+    """:func:`evaluate_greedy` of ``make_policy(episodes)``, plus ``score`` on matrix games."""
+    carry, policy = make_policy(episodes)
+    out = evaluate_greedy(env, policy, carry, key, episodes)
+    if isinstance(env.unwrapped, MatrixGame):
+        out["score"] = matrix_score(env, make_policy)
     return out

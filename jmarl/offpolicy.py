@@ -48,6 +48,7 @@ clip (10) are the optimiser.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, ClassVar
 
 import flax.linen as nn
@@ -57,10 +58,9 @@ import optax
 from flax import struct
 
 import envs
-from envs.matrix import MatrixGame
 from jmarl import replay
 from jmarl.config import CommonConfig, ConfigError, field
-from jmarl.evaluate import evaluate_greedy, evaluation_key
+from jmarl.evaluate import evaluate_with_score, evaluation_key
 from jmarl.masks import mask_actions
 from jmarl.networks import gru_cell
 from jmarl.optim import gradient_step
@@ -438,20 +438,7 @@ class OffPolicyLearner:
         metrics = {**collect_stats, **learn_stats, "buffer_episodes": state.buffer.num_complete.astype(jnp.float32)}
         return state, metrics
 
-    def matrix_score(self, params, policy: Any = None) -> jax.Array:
-        """Matrix games: the sum over tasks of the payoff of the greedy joint action (TAD-PPO's score, optimum
-        100 on matrix_tad10), by ``policy`` (``evaluate_greedy``'s form; default :meth:`greedy_policy`'s)."""
-        raw = self.env.unwrapped
-        ts = jax.vmap(lambda task: raw.reset_task(jax.random.PRNGKey(0), task)[1])(jnp.arange(raw.num_tasks))
-        carry, greedy_fn = self.greedy_policy(params, raw.num_tasks)
-        _, joint = (policy or greedy_fn)(carry, ts.obs, ts.avail_actions, jnp.ones(raw.num_tasks, bool))
-        return raw.score(joint)
-
     def evaluate(self, state: OffPolicyState) -> dict[str, jax.Array]:
         """Greedy evaluation (jmarl.evaluate's keys), and ``score`` on matrix games."""
-        cfg = self.config
-        carry, policy = self.greedy_policy(state.params, cfg.eval_episodes)
-        out = evaluate_greedy(self.env, policy, carry, evaluation_key(state.key), cfg.eval_episodes)
-        if isinstance(self.env.unwrapped, MatrixGame):
-            out["score"] = self.matrix_score(state.params)
-        return out
+        return evaluate_with_score(self.env, functools.partial(self.greedy_policy, state.params),
+                                   evaluation_key(state.key), self.config.eval_episodes)

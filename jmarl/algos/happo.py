@@ -67,11 +67,10 @@ import optax
 from flax import struct
 
 import envs
-from envs.matrix import MatrixGame
 from jmarl import onpolicy
 from jmarl.attention import TADNet
 from jmarl.config import CommonConfig, field
-from jmarl.evaluate import evaluate_greedy, evaluation_key
+from jmarl.evaluate import evaluate_with_score, evaluation_key
 from jmarl.masks import mask_actions, masked_mean
 from jmarl.networks import categorical_entropy
 from jmarl.optim import gradient_step
@@ -412,22 +411,8 @@ class HAPPO:
         greedy execution for tools that only hold parameters (exported policies, rendering)."""
         return self.init_carries(batch)[0], lambda carry, obs, avail, reset: self.act(params, carry, obs, avail, reset)
 
-    def matrix_score(self, params) -> jax.Array:
-        """Matrix games: sum over tasks of the payoff of the greedy joint action (optimum 100 on matrix_tad10).
-        The env is wrapped by the auto-reset alone, so a task's first observation is the raw game's."""
-        raw = self.env.unwrapped
-        tasks = jnp.arange(raw.num_tasks)
-        ts = jax.vmap(lambda task: raw.reset_task(jax.random.PRNGKey(0), task)[1])(tasks)
-        _, joint = self.act(params, self.init_carries(raw.num_tasks)[0], ts.obs, ts.avail_actions,
-                            jnp.ones(raw.num_tasks, bool))
-        return raw.score(joint)
-
     def evaluate(self, state: TrainState) -> dict[str, jax.Array]:
         """Greedy decentralised evaluation (keys as jmarl.evaluate: ``return``, ``won`` where the env has
         wins); ``score`` on matrix games."""
-        cfg = self.config
-        carry, policy = self.greedy_policy(state.params, cfg.eval_episodes)
-        out = evaluate_greedy(self.env, policy, carry, evaluation_key(state.key), cfg.eval_episodes)
-        if isinstance(self.env.unwrapped, MatrixGame):
-            out["score"] = self.matrix_score(state.params)
-        return out
+        return evaluate_with_score(self.env, functools.partial(self.greedy_policy, state.params),
+                                   evaluation_key(state.key), self.config.eval_episodes)

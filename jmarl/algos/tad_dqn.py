@@ -74,7 +74,7 @@ from envs.matrix import MatrixGame
 from jmarl import replay
 from jmarl.attention import TADNet
 from jmarl.config import field
-from jmarl.evaluate import evaluate_greedy, evaluation_key
+from jmarl.evaluate import evaluate_greedy, evaluation_key, matrix_score
 from jmarl.masks import mask_actions, masked_mean
 from jmarl.offpolicy import (
     OffPolicyConfig,
@@ -328,6 +328,5 @@ class TADDQN(OffPolicyLearner):
             evals = evaluate_greedy(self.env, policy, self.init_carry(cfg.eval_episodes), key, cfg.eval_episodes)
             out.update({k + suffix: v for k, v in evals.items()})
             if isinstance(self.env.unwrapped, MatrixGame):
-                out["score" + suffix] = self.matrix_score(
-                    state.params, lambda c, o, a, r, s=sequential: self.act(state.params, c, o, a, r, sequential=s))
+                out["score" + suffix] = matrix_score(self.env, lambda b, p=policy: (self.init_carry(b), p))
         return out
