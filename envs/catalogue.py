@@ -18,6 +18,10 @@ register("matrix_penalty", "envs.matrix:named_matrix_game", "3x3 penalty matrix 
 for _i in range(1, 5):
     register(f"matrix_dpo{_i}", "envs.matrix:named_matrix_game", f"DPO 2x2 game {_i} (App. C)", game=f"dpo{_i}")
 
+# Continuous actions without a physics engine.
+register("differential_game", "envs.differential_game:DifferentialGame",
+         "two agents, one step, actions in [-10, 10]: max of two quadratics (optimum 10, local optimum 0)")
+
 # DPO's cooperative stochastic game.
 register("stochastic_game", "envs.stochastic_game:StochasticGame", "DPO's random cooperative stochastic game")
 

@@ -50,6 +50,12 @@ class EnvSpec:
     ``reward_bounds`` bound the team reward of a single step (used by fuzz tests and for scaling);
     ``optimal_return`` is the best expected episode return where it is known exactly;
     ``has_won`` says whether ``info["won"]`` is meaningful (SMAX) or always False.
+
+    Actions are discrete by default: one int per agent in ``[0, num_actions)``, ``avail_actions`` [N, A]
+    marks the legal ones. With ``continuous`` each agent sends a float vector of ``num_actions``
+    dimensions, ``action_bounds`` bound every dimension (the env clips what it receives), and
+    ``avail_actions`` [N, A] marks the dimensions an agent really controls (agents with fewer joints
+    than ``num_actions`` are padded; learners leave padded dimensions out of log-probabilities).
     """
 
     name: str
@@ -62,12 +68,17 @@ class EnvSpec:
     optimal_return: float | None = None
     has_won: bool = False
     source: str = ""
+    continuous: bool = False
+    action_bounds: tuple[float, float] = (-1.0, 1.0)
 
     def __post_init__(self) -> None:
         for field in ("num_agents", "obs_dim", "state_dim", "num_actions", "episode_limit"):
             value = getattr(self, field)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"EnvSpec.{field} must be a positive int, got {value!r}")
+        low, high = self.action_bounds
+        if not low < high:
+            raise ValueError(f"EnvSpec.action_bounds must be (low, high) with low < high, got {self.action_bounds!r}")
 
 
 @struct.dataclass
@@ -75,7 +86,8 @@ class TimeStep:
     """What an agent team sees after reset or step.
 
     obs [N, obs_dim] float32, state [state_dim] float32 (global, for centralised training),
-    avail_actions [N, A] bool, active [N] bool (the agent is in play and its next action matters: false
+    avail_actions [N, A] bool (legal actions; for continuous actions the dimensions each agent controls),
+    active [N] bool (the agent is in play and its next action matters: false
     once it has died or been removed, so learners can leave its forced steps out; all true in envs where
     agents never leave), reward [] float32 (team), terminated [] bool (true end: do not bootstrap),
     truncated [] bool (time limit: bootstrap), info: dict of scalars with at least ``episode_return``,
@@ -152,7 +164,8 @@ class MultiAgentEnv(abc.ABC):
 
     @abc.abstractmethod
     def step_env(self, key: PRNGKey, state: Any, actions: Array) -> tuple[Any, TimeStep]:
-        """Advance one step with int actions [N]; set ``terminated`` only for true ends."""
+        """Advance one step with int actions [N] (continuous: float [N, A], within the bounds); set
+        ``terminated`` only for true ends."""
 
     def reset(self, key: PRNGKey) -> tuple[EpisodeState, TimeStep]:
         env_state, ts = self.reset_env(key)
@@ -172,9 +185,16 @@ class MultiAgentEnv(abc.ABC):
         return EpisodeState(env_state, ret, length), ts
 
     def check_actions(self, actions: Array) -> Array:
-        """Reject wrong shapes at trace time and out-of-range values when they are concrete."""
+        """Reject wrong shapes at trace time and out-of-range values when they are concrete; continuous
+        actions are clipped to ``spec.action_bounds`` (what MAPPO-style code sends a MuJoCo env)."""
         actions = jnp.asarray(actions)
         n, a = self.spec.num_agents, self.spec.num_actions
+        if self.spec.continuous:
+            if actions.shape != (n, a):
+                raise ValueError(f"{self.spec.name}: actions must have shape ({n}, {a}) (one float vector per "
+                                 f"agent), got {actions.shape}")
+            low, high = self.spec.action_bounds
+            return jnp.clip(actions.astype(jnp.float32), low, high)
         if actions.shape != (n,):
             raise ValueError(
                 f"{self.spec.name}: actions must have shape ({n},) (one int per agent), got {actions.shape}"
@@ -188,7 +208,8 @@ class MultiAgentEnv(abc.ABC):
 
     def __repr__(self) -> str:
         s = self.spec
-        return f"<{s.name}: {s.num_agents} agents, obs {s.obs_dim}, state {s.state_dim}, {s.num_actions} actions>"
+        actions = f"{s.num_actions}-d continuous actions" if s.continuous else f"{s.num_actions} actions"
+        return f"<{s.name}: {s.num_agents} agents, obs {s.obs_dim}, state {s.state_dim}, {actions}>"
 
 
 class Wrapper(MultiAgentEnv):
@@ -272,7 +293,8 @@ class LastActionState:
 
 
 class LastActionObs(Wrapper):
-    """Appends each agent's previous action as a one-hot (zeros at an episode's first step)."""
+    """Appends each agent's previous action as a one-hot (zeros at an episode's first step); a continuous
+    action is appended as it was applied (clipped to the bounds)."""
 
     def __init__(self, env: MultiAgentEnv):
         super().__init__(env)
@@ -288,8 +310,11 @@ class LastActionObs(Wrapper):
 
     def step(self, key: PRNGKey, state: LastActionState, actions: Array) -> tuple[LastActionState, TimeStep]:
         inner, ts = self.env.step(key, state.env_state, actions)
-        one_hot = jax.nn.one_hot(actions, self.env.spec.num_actions, dtype=jnp.float32)
-        return LastActionState(inner, one_hot), self._obs(ts, one_hot)
+        if self.env.spec.continuous:
+            last = self.env.check_actions(actions)
+        else:
+            last = jax.nn.one_hot(actions, self.env.spec.num_actions, dtype=jnp.float32)
+        return LastActionState(inner, last), self._obs(ts, last)
 
 
 class AgentIdObs(Wrapper):
@@ -320,7 +345,15 @@ def concrete_or_none(x: Array) -> np.ndarray | None:
         return None
 
 
-def random_actions(key: PRNGKey, avail_actions: Array) -> Array:
-    """Uniformly random *available* action per agent (int32 [N]); used by demos, tests, benchmarks."""
+def random_actions(key: PRNGKey, avail_actions: Array, spec: EnvSpec | None = None) -> Array:
+    """Uniformly random *available* action per agent (int32 [N]); used by demos, tests, benchmarks.
+
+    Given a continuous ``spec``: uniform in ``spec.action_bounds`` on every dimension (float32 [N, A]),
+    0 on the padded ones.
+    """
+    if spec is not None and spec.continuous:
+        low, high = spec.action_bounds
+        draw = jax.random.uniform(key, avail_actions.shape, jnp.float32, low, high)
+        return jnp.where(avail_actions, draw, 0.0)
     logits = jnp.where(avail_actions, 0.0, -jnp.inf)
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)

@@ -39,7 +39,8 @@ def make_random_rollout(
         def body(carry, step_key):
             state, ts = carry
             act_key, env_key = jax.random.split(step_key)
-            actions = jax.vmap(random_actions)(jax.random.split(act_key, num_envs), ts.avail_actions)
+            actions = jax.vmap(lambda k, avail: random_actions(k, avail, env.spec))(
+                jax.random.split(act_key, num_envs), ts.avail_actions)
             state, next_ts = jax.vmap(env.step)(jax.random.split(env_key, num_envs), state, actions)
             return (state, next_ts), record(next_ts, actions, ts.avail_actions)
 

@@ -62,8 +62,12 @@ class ActorCritic(nn.Module):
     PPO code and jaxmarl's IPPO-RNN do (k = 2: Dense and GRU). A GRU inside the shared layers keeps one
     carry, returned in both slots of the carry pair.
 
-    Returns (new carries, action logits with unavailable actions masked, value). Logits of masked
-    actions are :data:`jmarl.masks.MASKED`, large and finite, so that probabilities and KLs stay finite.
+    Returns (new carries, policy head, value). For discrete actions the head is the action logits with
+    unavailable actions masked (:data:`jmarl.masks.MASKED`, large and finite, so that probabilities and KLs
+    stay finite). With ``continuous`` it is a diagonal Gaussian's ``concat(mean, log_std)``
+    (:class:`jmarl.distributions.DiagGaussian`): the log-std is one learned vector per agent
+    (state-independent, MAPPO's DiagGaussian) or a second linear output (``state_dependent_std``), and
+    dimensions the agent does not control (``avail`` false) are pinned to mean 0, log-std 0.
     """
 
     num_actions: int
@@ -72,6 +76,9 @@ class ActorCritic(nn.Module):
     recurrent: bool = False
     layer_norm: bool = False
     shared_layers: int = 0
+    continuous: bool = False
+    state_dependent_std: bool = False
+    log_std_init: float = 0.0
 
     @nn.compact
     def __call__(self, carries, actor_obs, critic_obs, avail, reset):
@@ -86,22 +93,20 @@ class ActorCritic(nn.Module):
             carry, x = torso(0, k)(carries[0], actor_obs, reset)
             actor_carry, a = torso(k)(carry if gru_shared else carries[0], x, reset)  # no GRU: carry passes
             critic_carry, c = torso(k)(carry if gru_shared else carries[1], x, reset)
-        logits = nn.Dense(self.num_actions, kernel_init=SMALL_HEAD)(a)
-        logits = mask_actions(logits, avail)
+        head = nn.Dense(self.num_actions, kernel_init=SMALL_HEAD)(a)
+        head = gaussian_head(self, head, a, avail) if self.continuous else mask_actions(head, avail)
         value = nn.Dense(1)(c)[..., 0]
-        return (actor_carry, critic_carry), logits, value
+        return (actor_carry, critic_carry), head, value
 
 
-# Categorical KL and entropy from log-probabilities the learners already hold. Not distrax's
-# Categorical: it log-softmaxes its logits when built and again inside kl_divergence / entropy, so its
-# results agree only to float32 rounding, not bit for bit (tests/algos/test_dpo_loss.py compares the two).
-
-
-def categorical_kl(logp_old: jax.Array, logp_new: jax.Array) -> jax.Array:
-    """Exact KL(old || new) over the last axis from log-probabilities (masked actions have p=0)."""
-    return jnp.sum(jnp.exp(logp_old) * (logp_old - logp_new), axis=-1)
-
-
-def categorical_entropy(logp: jax.Array) -> jax.Array:
-    """Entropy over the last axis from log-probabilities (masked actions have p=0 and add nothing)."""
-    return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
+def gaussian_head(module: nn.Module, mean: jax.Array, features: jax.Array, avail: jax.Array) -> jax.Array:
+    """``concat(mean, log_std)`` of a diagonal Gaussian policy inside ``module``'s compact call; the log-std is
+    a learned vector (``module.state_dependent_std`` false) or a linear output of ``features``, starting at
+    ``module.log_std_init``. Dimensions with ``avail`` false are pinned to mean 0, log-std 0."""
+    if module.state_dependent_std:
+        log_std = nn.Dense(mean.shape[-1], kernel_init=SMALL_HEAD,
+                           bias_init=nn.initializers.constant(module.log_std_init), name="log_std_head")(features)
+    else:
+        log_std = module.param("log_std", nn.initializers.constant(module.log_std_init), (mean.shape[-1],))
+        log_std = jnp.broadcast_to(log_std, mean.shape)
+    return jnp.concatenate([jnp.where(avail, mean, 0.0), jnp.where(avail, log_std, 0.0)], axis=-1)

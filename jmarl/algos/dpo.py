@@ -1,5 +1,9 @@
 """DPO: fully decentralised policy optimisation (dpo.md eq. 20-21), and IPPO / IPPO-KL / ablations.
 
+Discrete actions use a categorical policy, continuous ones (multi-agent MuJoCo) a diagonal Gaussian
+(:mod:`jmarl.distributions`): the same objective, with log-probabilities, the KL and the entropy in the
+Gaussian's closed form.
+
 Each agent i maximises, on its own data,
 
     (1/N) E[ratio * A_i] - beta1_i E[sqrt(KL_s)] - beta2_i E[KL_s] + c_ent E[entropy],
@@ -33,11 +37,11 @@ import optax
 from flax import struct
 
 import envs
-from jmarl import onpolicy
+from jmarl import distributions, onpolicy
 from jmarl.config import CommonConfig, ConfigError, field
 from jmarl.evaluate import evaluate_greedy, evaluation_key
 from jmarl.masks import masked_mean
-from jmarl.networks import ActorCritic, categorical_entropy, categorical_kl
+from jmarl.networks import ActorCritic
 from jmarl.optim import gradient_step
 from jmarl.returns import gae
 
@@ -81,6 +85,9 @@ class DPOConfig(CommonConfig):
     kl_floor: float = field(1e-6, low=0.0, low_open=True, doc="sqrt(KL + floor) keeps the gradient finite at KL=0")
     active_masks: bool = field(False, doc="leave dead agents' steps out of losses, statistics and beta adaptation "
                                           "(MAPPO's SMAC trick; off: the paper bans it)")
+    state_dependent_std: bool = field(False, doc="continuous actions: the Gaussian's log-std is an output of the "
+                                                 "actor (off: one learned vector per agent, MAPPO's DiagGaussian)")
+    log_std_init: float = field(0.0, doc="continuous actions: the initial log-std (0: std 1, MAPPO's DiagGaussian)")
 
 
 # The paper's d_target per env family, and recurrence where the env is partially observable.
@@ -88,6 +95,8 @@ ENV_DEFAULTS = {
     "stochastic_game": {"d_target": 0.1},
     "mpe_": {"d_target": 0.01},
     "smax_": {"d_target": 0.02, "recurrent": True},
+    "mamujoco": {"d_target": 0.001},
+    "mamujoco_": {"d_target": 0.001},
 }
 
 VARIANTS = {
@@ -131,8 +140,10 @@ class DPO:
         spec = self.env.spec
         self.n, self.num_actions = spec.num_agents, spec.num_actions
         self.steps_per_update = config.num_envs * config.num_steps
+        self.dist = distributions.for_spec(spec)
         self.net = ActorCritic(spec.num_actions, config.hidden_dim, config.num_layers, config.recurrent,
-                               config.layer_norm, config.shared_layers)
+                               config.layer_norm, config.shared_layers, spec.continuous, config.state_dependent_std,
+                               config.log_std_init)
         self.tx = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.lr, eps=1e-5))
         # parameters: shared -> one tree (in_axes None); independent -> stacked on axis 0
         self.param_axis = None if config.share_params else 0
@@ -153,7 +164,8 @@ class DPO:
         return jnp.concatenate([tiled, ids], axis=-1)
 
     def apply(self, params, carries, obs, critic_obs, avail, reset):
-        """Batched over envs: obs [E, N, D] ... -> carries, logits [E, N, A], values [E, N]."""
+        """Batched over envs: obs [E, N, D] ... -> carries, policy heads [E, N, A] (Gaussian: [E, N, 2A]),
+        values [E, N]."""
         to_agent = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731  [E, N, ...] -> [N, E, ...]
         reset_n = jnp.broadcast_to(reset[None], (self.n,) + reset.shape)
         f = jax.vmap(self.net.apply, in_axes=(self.param_axis, 0, 0, 0, 0, 0))
@@ -194,10 +206,10 @@ class DPO:
         def step(carry, key):
             env_state, ts, carries, start = carry
             k_act, k_env = jax.random.split(key)
-            new_carries, logits, values = self.apply(
+            new_carries, head, values = self.apply(
                 params, carries, ts.obs, self.critic_inputs(ts), ts.avail_actions, start)
-            logp = jax.nn.log_softmax(logits)
-            actions = jax.random.categorical(k_act, logits).astype(jnp.int32)
+            policy = self.dist.from_head(head)
+            actions = self.sample(k_act, policy, ts.avail_actions)
             env_state, next_ts = jax.vmap(self.env.step)(jax.random.split(k_env, cfg.num_envs), env_state, actions)
             # V of the observation after this step (the terminal one where the episode ended),
             # from the critic carry after this step: bootstraps truncation exactly.
@@ -205,7 +217,9 @@ class DPO:
                                     avail_actions=next_ts.info["final_avail_actions"])
             _, _, next_values = self.apply(params, new_carries, final.obs, self.critic_inputs(final),
                                            final.avail_actions, jnp.zeros_like(start))
-            out = onpolicy.step_record(ts, next_ts, start, actions, logp, values, next_values, cfg.active_masks)
+            # "logp" holds the behaviour policy's whole distribution (log-probabilities, or the Gaussian's
+            # mean and log-std), so the KL terms are exact
+            out = onpolicy.step_record(ts, next_ts, start, actions, policy, values, next_values, cfg.active_masks)
             if cfg.centralised_critic:  # a decentralised critic reads obs: stored once, gathered once
                 out["critic_obs"] = self.critic_inputs(ts)
             return (env_state, next_ts, new_carries, next_ts.done), out
@@ -218,8 +232,14 @@ class DPO:
         """The critic's recorded input: the world state where the critic is centralised, else the observation."""
         return traj.get("critic_obs", traj["obs"])
 
+    def sample(self, key: jax.Array, policy: jax.Array, avail: jax.Array) -> jax.Array:
+        """Actions drawn from the policy's distribution; a continuous agent's padded dimensions get 0."""
+        actions = self.dist.sample(key, policy)
+        return jnp.where(avail, actions, 0.0) if self.dist.continuous else actions
+
     def _replay(self, params, carries0, traj):
-        """Recompute log-probabilities and values over a trajectory [T, E, ...] from the rollout's first carries.
+        """Recompute the policy's distribution parameters and values over a trajectory [T, E, ...] from the
+        rollout's first carries.
 
         A feed-forward network carries nothing from step to step, so it evaluates all T x E steps in one
         batched pass (on CPU 2.4x faster learning than a scan over T); a GRU is scanned step by step.
@@ -227,15 +247,15 @@ class DPO:
         if not self.config.recurrent:
             t, e = traj["obs"].shape[:2]
             flat = lambda x: x.reshape((t * e,) + x.shape[2:])  # noqa: E731
-            _, logits, values = self.apply(params, carries0, flat(traj["obs"]), flat(self._critic_obs(traj)),
-                                           flat(traj["avail"]), flat(traj["reset"]))
+            _, head, values = self.apply(params, carries0, flat(traj["obs"]), flat(self._critic_obs(traj)),
+                                         flat(traj["avail"]), flat(traj["reset"]))
             unflat = lambda x: x.reshape((t, e) + x.shape[1:])  # noqa: E731
-            return unflat(jax.nn.log_softmax(logits)), unflat(values)
+            return unflat(self.dist.from_head(head)), unflat(values)
 
         def step(carries, x):
-            carries, logits, values = self.apply(params, carries, x["obs"], self._critic_obs(x), x["avail"],
-                                                 x["reset"])
-            return carries, (jax.nn.log_softmax(logits), values)
+            carries, head, values = self.apply(params, carries, x["obs"], self._critic_obs(x), x["avail"],
+                                               x["reset"])
+            return carries, (self.dist.from_head(head), values)
 
         _, (logp, values) = jax.lax.scan(step, carries0, traj)
         return logp, values
@@ -244,12 +264,12 @@ class DPO:
         """Sum over agents of the negated objectives, plus the value losses; per-agent stats."""
         cfg = self.config
         active = onpolicy.active_steps(traj)
-        logp, values = self._replay(params, carries0, traj)  # [T, E, N, A], [T, E, N]
-        act = traj["actions"][..., None]
-        logp_a = jnp.take_along_axis(logp, act, -1)[..., 0]
-        logp_old_a = jnp.take_along_axis(traj["logp"], act, -1)[..., 0]
+        policy, values = self._replay(params, carries0, traj)  # [T, E, N, A] (Gaussian 2A), [T, E, N]
+        avail = traj["avail"]
+        logp_a = self.dist.log_prob(policy, traj["actions"], avail)
+        logp_old_a = self.dist.log_prob(traj["logp"], traj["actions"], avail)
         ratio = jnp.exp(logp_a - logp_old_a)
-        kl = categorical_kl(traj["logp"], logp)  # exact, per state: [T, E, N]
+        kl = self.dist.kl(traj["logp"], policy, avail)  # exact, per state: [T, E, N]
         mean = lambda x: masked_mean(x, active, axis=(0, 1))  # noqa: E731  -> per agent [N]
         if cfg.clip > 0:
             surrogate = jnp.minimum(ratio * adv, jnp.clip(ratio, 1 - cfg.clip, 1 + cfg.clip) * adv)
@@ -257,7 +277,7 @@ class DPO:
             surrogate = ratio * adv
         if cfg.inv_n:
             surrogate = surrogate / self.n
-        entropy = mean(categorical_entropy(logp))
+        entropy = mean(self.dist.entropy(policy, avail))
         objective = (mean(surrogate) - betas[:, 0] * mean(jnp.sqrt(kl + cfg.kl_floor)) - betas[:, 1] * mean(kl)
                      + cfg.ent_coef * entropy)
         old_v = traj["values"]
@@ -318,8 +338,8 @@ class DPO:
         metrics = {k: v.mean() for k, v in stats.items()}
         betas = state.betas
         if cfg.final_kl or cfg.adapt_betas:
-            logp_new, _ = self._replay(params, carries0, traj)
-            kl_final = categorical_kl(traj["logp"], logp_new)
+            policy_new, _ = self._replay(params, carries0, traj)
+            kl_final = self.dist.kl(traj["logp"], policy_new, traj["avail"])
             betas = self.adapt_betas(state.betas, kl_final, active)
             metrics["kl_final"] = masked_mean(kl_final, active)
         metrics.update(beta_sqrt=betas[:, 0].mean(), beta_kl=betas[:, 1].mean())
@@ -333,10 +353,11 @@ class DPO:
     def act(self, params, carries, obs, avail, reset, key=None, greedy: bool = True):
         """Decentralised execution: each agent from its own observation; obs [E, N, D]."""
         dummy_critic = jnp.zeros(obs.shape[:-1] + (self.critic_dim,))
-        carries, logits, _ = self.apply(params, carries, obs, dummy_critic, avail, reset)
+        carries, head, _ = self.apply(params, carries, obs, dummy_critic, avail, reset)
+        policy = self.dist.from_head(head)
         if greedy:
-            return carries, jnp.argmax(logits, axis=-1).astype(jnp.int32)
-        return carries, jax.random.categorical(key, logits).astype(jnp.int32)
+            return carries, self.dist.mode(policy)
+        return carries, self.sample(key, policy, avail)
 
     def greedy_policy(self, params, batch: int):
         """(initial carry, policy) for ``batch`` parallel episodes in ``evaluate_greedy``'s form: decentralised

@@ -70,9 +70,9 @@ import envs
 from jmarl import onpolicy
 from jmarl.attention import TADNet
 from jmarl.config import CommonConfig, field
+from jmarl.distributions import categorical_entropy
 from jmarl.evaluate import evaluate_with_score, evaluation_key
 from jmarl.masks import mask_actions, masked_mean
-from jmarl.networks import categorical_entropy
 from jmarl.optim import gradient_step
 from jmarl.returns import ValueNorm, gae
 

@@ -81,9 +81,9 @@ from envs.matrix import MatrixGame
 from jmarl import onpolicy
 from jmarl.attention import TADNet
 from jmarl.config import CommonConfig, field
+from jmarl.distributions import categorical_entropy
 from jmarl.evaluate import evaluate_greedy, evaluation_key
 from jmarl.masks import mask_actions, masked_mean
-from jmarl.networks import categorical_entropy
 from jmarl.optim import gradient_step
 from jmarl.returns import ValueNorm, gae, virtual_gae
 

@@ -38,7 +38,8 @@ def leaves_equal(a, b) -> None:
 
 
 # one env of each family (the others share its code)
-FAMILIES = ("checkers", "hallway", "lbf", "rware", "markov_matrix", "matrix_dpo1", "mpe_circle_control",
+FAMILIES = ("checkers", "differential_game", "hallway", "lbf", "rware", "mamujoco_hopper_3x1", "markov_matrix",
+            "matrix_dpo1", "mpe_circle_control",
             "predator_prey", "smax_3m", "stochastic_game")
 
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import jmarl
+from jmarl.distributions import categorical_entropy, categorical_kl
 from jmarl.masks import mask_actions
-from jmarl.networks import categorical_entropy, categorical_kl
 
 T, E, N, A = 3, 2, 2, 2  # hallway: 2 agents, 2 actions
 SMALL = dict(num_envs=E, num_steps=T, hidden_dim=8, recurrent=False)
