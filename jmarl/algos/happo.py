@@ -1,5 +1,5 @@
 """HAPPO: heterogeneous-agent PPO (Kuba et al., 2022, "Trust Region Policy Optimisation in Multi-Agent
-Reinforcement Learning"), discrete actions.
+Reinforcement Learning"), discrete and continuous actions.
 
 The update. Every update draws a random permutation i_1..i_n of the agents (``fixed_order``: 0..n-1) and
 updates the agents' policies one after another in that order, each with its own parameters. Agent i_m
@@ -48,10 +48,12 @@ Choices where the code differs from HARL, each documented against it:
 surrogate, entropy and advantage statistics; M is a product over all steps (a dead unit has one action,
 ratio 1). ``ent_coef_final`` / ``ent_anneal_frac`` (off by default) anneal the entropy bonus linearly.
 
-Continuous actions would need only the policy's distribution: a diagonal Gaussian head, the log-probability
-of an action the sum over its dimensions (so r and the factor's ratios are products over dimensions, HARL's
-``action_aggregation="prod"``) and the Gaussian entropy; the sequential update, factor and critic are
-unchanged.
+Continuous actions change only the policy's distribution (:class:`jmarl.distributions.DiagGaussian`): the
+actor's output is the mean, each agent has a learned state-independent log-std vector, the log-probability
+of an action is the sum over its dimensions (so r and the factor's ratios are products over dimensions,
+HARL's ``action_aggregation="prod"``) and the entropy is the Gaussian's. HARL parameterises the std as
+0.5 sigmoid(x) (at most 0.5); here it is exp(log_std), unbounded, starting at HARL's initial std,
+0.5 sigmoid(1) = 0.366 (``log_std_init``). The sequential update, factor and critic are unchanged.
 """
 
 from __future__ import annotations
@@ -69,8 +71,8 @@ from flax import struct
 import envs
 from jmarl import onpolicy
 from jmarl.attention import TADNet
+from jmarl import distributions
 from jmarl.config import CommonConfig, field
-from jmarl.distributions import categorical_entropy
 from jmarl.evaluate import evaluate_with_score, evaluation_key
 from jmarl.masks import mask_actions, masked_mean
 from jmarl.optim import gradient_step
@@ -112,6 +114,8 @@ class HAPPOConfig(CommonConfig):
                                          "(HARL use_policy_active_masks)")
     fixed_order: bool = field(False, doc="update the agents in the order 0..n-1 instead of a random permutation "
                                          "per update (HARL fixed_order)")
+    log_std_init: float = field(-1.0064, doc="continuous actions: the initial log-std of each agent's Gaussian "
+                                              "(HARL's initial std 0.5 sigmoid(1) = 0.366)")
 
 
 # HARL's tuned SMAC configs (tuned_configs/smac/<map>/happo/config.json) on the maps SMAX has: clip_param,
@@ -169,10 +173,6 @@ class TrainState:
     env_steps: jax.Array
 
 
-def _taken(logp: jax.Array, actions: jax.Array) -> jax.Array:
-    return jnp.take_along_axis(logp, actions[..., None], -1)[..., 0]
-
-
 class HAPPO:
     """Heterogeneous-agent PPO; see the module docstring."""
 
@@ -186,6 +186,7 @@ class HAPPO:
         self.env = envs.wrap(envs.make(cfg.env))  # own parameters per agent: no agent id needed
         spec = self.env.spec
         self.n, self.num_actions = spec.num_agents, spec.num_actions
+        self.dist = distributions.for_spec(spec)
         self.steps_per_update = cfg.num_envs * cfg.num_steps
         net = dict(num_agents=self.n, num_actions=self.num_actions, hidden_dim=cfg.hidden_dim,
                    num_layers=cfg.num_layers, recurrent=cfg.recurrent, layer_norm=cfg.layer_norm, attention=False)
@@ -197,14 +198,20 @@ class HAPPO:
     # ----- networks -----------------------------------------------------------------------------
 
     def actor_step(self, p, carry, obs, reset, avail):
-        """One agent's policy on its own parameters: carry [..., H], obs [..., D], reset [...] ->
-        (carry, logits [..., A] with unavailable actions masked)."""
-        carry, h = self.actor.apply(p, carry, obs, reset, method=TADNet.features)
-        return carry, mask_actions(self.actor.apply(p, h, None, method=TADNet.output), avail)
+        """One agent's policy on its own parameters: carry [..., H], obs [..., D], reset [...] -> (carry, the
+        distribution's parameters: log-probabilities [..., A] with unavailable actions at 0 probability, or
+        the Gaussian's mean and log-std [..., 2A]). A continuous actor's parameters are {"net", "log_std"}."""
+        net = p["net"] if self.dist.continuous else p
+        carry, h = self.actor.apply(net, carry, obs, reset, method=TADNet.features)
+        out = self.actor.apply(net, h, None, method=TADNet.output)
+        if self.dist.continuous:
+            log_std = jnp.broadcast_to(p["log_std"], out.shape)
+            return carry, jnp.concatenate([jnp.where(avail, out, 0.0), jnp.where(avail, log_std, 0.0)], axis=-1)
+        return carry, self.dist.from_head(mask_actions(out, avail))
 
     def policy(self, actor_params, carry, obs, reset, avail):
         """Every agent on its own parameters (vmap over the agent axis): carry [B, N, H], obs [B, N, D],
-        reset [B], avail [B, N, A] -> (carry, logits [B, N, A])."""
+        reset [B], avail [B, N, A] -> (carry, distribution parameters [B, N, A or 2A])."""
         return jax.vmap(self.actor_step, in_axes=(0, 1, 1, None, 1), out_axes=1)(actor_params, carry, obs, reset,
                                                                                   avail)
 
@@ -220,8 +227,8 @@ class HAPPO:
             return step(carry0, *xs)[1]
         return jax.lax.scan(lambda c, x: step(c, *x), carry0, xs)[1]
 
-    def agent_logits(self, p, carry0, data):
-        """One agent's logits [T, E, A] over its trajectory ``data`` (see :meth:`agent_data`)."""
+    def agent_policy(self, p, carry0, data):
+        """One agent's distribution parameters [T, E, A or 2A] over its trajectory ``data`` (:meth:`agent_data`)."""
         return self._over_time(functools.partial(self.actor_step, p), carry0,
                                (data["obs"], data["reset"], data["avail"]))
 
@@ -240,7 +247,12 @@ class HAPPO:
         k_actor, k_critic, k_env, k_state = jax.random.split(key, 4)
         spec = self.env.spec
         carry, reset, action = jnp.zeros((1, cfg.hidden_dim)), jnp.ones(1, bool), jnp.zeros(1, jnp.int32)
-        init_actor = lambda k: self.actor.init(k, carry, jnp.zeros((1, spec.obs_dim)), reset, action)  # noqa: E731
+        init_net = lambda k: self.actor.init(k, carry, jnp.zeros((1, spec.obs_dim)), reset, action)  # noqa: E731
+        if self.dist.continuous:
+            log_std = jnp.full(self.num_actions, cfg.log_std_init, jnp.float32)
+            init_actor = lambda k: {"net": init_net(k), "log_std": log_std}  # noqa: E731
+        else:
+            init_actor = init_net
         params = {"actor": jax.lax.map(init_actor, jax.random.split(k_actor, self.n)),
                   "critic": self.critic.init(k_critic, carry, jnp.zeros((1, spec.state_dim)), reset, action)}
         opt_state = {"actor": jax.vmap(self.tx.init)(params["actor"]), "critic": self.tx.init(params["critic"])}
@@ -257,16 +269,17 @@ class HAPPO:
         def step(carry, key):
             env_state, ts, (actor_carry, critic_carry), start = carry
             k_act, k_env = jax.random.split(key)
-            actor_carry, logits = self.policy(params["actor"], actor_carry, ts.obs, start, ts.avail_actions)
+            actor_carry, policy = self.policy(params["actor"], actor_carry, ts.obs, start, ts.avail_actions)
             critic_carry, values = self.value_step(params["critic"], critic_carry, ts.state, start)
-            actions = jax.random.categorical(k_act, logits).astype(jnp.int32)
+            actions = self.sample(k_act, policy, ts.avail_actions)
             env_state, next_ts = jax.vmap(self.env.step)(jax.random.split(k_env, cfg.num_envs), env_state, actions)
             # V of the state after this step (the terminal one where the episode ended) with the critic carry
             # after this step: bootstraps truncation exactly.
             _, next_values = self.value_step(params["critic"], critic_carry, next_ts.info["final_state"],
                                              jnp.zeros_like(start))
-            out = onpolicy.step_record(ts, next_ts, start, actions, _taken(jax.nn.log_softmax(logits), actions),
-                                       values, next_values, cfg.active_masks)
+            out = onpolicy.step_record(ts, next_ts, start, actions,
+                                       self.dist.log_prob(policy, actions, ts.avail_actions), values, next_values,
+                                       cfg.active_masks)
             out["state"] = ts.state
             return (env_state, next_ts, (actor_carry, critic_carry), next_ts.done), out
 
@@ -308,11 +321,11 @@ class HAPPO:
         """One agent's negated HAPPO objective and entropy bonus, means over its active steps."""
         cfg = self.config
         mean = functools.partial(masked_mean, mask=data.get("active"))
-        logp_all = jax.nn.log_softmax(self.agent_logits(p, carry0, data))
-        log_ratio = _taken(logp_all, data["actions"]) - data["logp"]
+        policy = self.agent_policy(p, carry0, data)
+        log_ratio = self.dist.log_prob(policy, data["actions"], data["avail"]) - data["logp"]
         ratio = jnp.exp(log_ratio)
         policy_loss = -mean(happo_surrogate(ratio, adv, factor, cfg.clip))
-        entropy = mean(categorical_entropy(logp_all))
+        entropy = mean(self.dist.entropy(policy, data["avail"]))
         stats = {"policy_loss": policy_loss, "entropy": entropy, "approx_kl": mean((ratio - 1) - log_ratio),
                  "clip_frac": mean((jnp.abs(ratio - 1) > cfg.clip).astype(jnp.float32))}
         return policy_loss - ent_coef * entropy, stats
@@ -335,7 +348,7 @@ class HAPPO:
 
         (p, o), stats = onpolicy.minibatch_epochs(pick(actor_params), pick(actor_opt), key, cfg.epochs, cfg.num_envs,
                                                   cfg.num_minibatches, minibatch)
-        new_logp = _taken(jax.nn.log_softmax(self.agent_logits(p, c0, data)), data["actions"])
+        new_logp = self.dist.log_prob(self.agent_policy(p, c0, data), data["actions"], data["avail"])
         return put(actor_params, p), put(actor_opt, o), new_logp, stats
 
     def critic_loss(self, p, carry0, traj, targets):
@@ -401,10 +414,15 @@ class HAPPO:
     def act(self, params, carry, obs, avail, reset, key=None, greedy: bool = True):
         """Decentralised execution, each agent from its own observation and parameters: obs [B, N, D],
         carry [B, N, H], reset [B] -> (carry, actions [B, N])."""
-        carry, logits = self.policy(params["actor"], carry, obs, reset, avail)
+        carry, policy = self.policy(params["actor"], carry, obs, reset, avail)
         if greedy:
-            return carry, jnp.argmax(logits, axis=-1).astype(jnp.int32)
-        return carry, jax.random.categorical(key, logits).astype(jnp.int32)
+            return carry, self.dist.mode(policy)
+        return carry, self.sample(key, policy, avail)
+
+    def sample(self, key: jax.Array, policy: jax.Array, avail: jax.Array) -> jax.Array:
+        """Actions drawn from the policy; a continuous agent's padded dimensions get 0."""
+        actions = self.dist.sample(key, policy)
+        return jnp.where(avail, actions, 0.0) if self.dist.continuous else actions
 
     def greedy_policy(self, params, batch: int):
         """(initial carry, policy) for ``batch`` parallel episodes in ``evaluate_greedy``'s form: decentralised

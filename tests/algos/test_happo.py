@@ -101,8 +101,10 @@ def test_actor_loss_equals_a_numpy_loop():
     adv = rng.normal(size=(t, e)).astype(np.float32)
     factor = rng.uniform(0.3, 2.5, size=(t, e)).astype(np.float32)
     active = rng.random((t, e)) < 0.8
-    data = {"actions": jnp.asarray(actions, jnp.int32), "logp": jnp.asarray(old), "active": jnp.asarray(active)}
-    algo.agent_logits = lambda p, c, d: jnp.asarray(logits)  # the loss reads the policy only through this
+    data = {"actions": jnp.asarray(actions, jnp.int32), "logp": jnp.asarray(old), "active": jnp.asarray(active),
+            "avail": jnp.ones((t, e, a), bool)}
+    # the loss reads the policy only through this
+    algo.agent_policy = lambda p, c, d: jax.nn.log_softmax(jnp.asarray(logits))
     ent_coef = 0.3
     total, stats = algo.actor_loss(None, None, data, jnp.asarray(adv), jnp.asarray(factor), ent_coef)
 
@@ -181,7 +183,7 @@ def test_each_update_orders_the_agents_afresh_and_factors_follow_the_learned_pol
         # the factor each agent trained with = product of the ratios of the agents updated before it, from the
         # log-probs of their policies after the update (each agent is updated once, so its final parameters)
         logp_new = np.stack([
-            np.asarray(jnp.take_along_axis(jax.nn.log_softmax(algo.agent_logits(
+            np.asarray(jnp.take_along_axis((algo.agent_policy(
                 jax.tree.map(lambda x, i=i: x[i], state.params["actor"]), carries0[0][:, i],
                 algo.agent_data(traj, i))), traj["actions"][..., i, None], -1)[..., 0]) for i in range(n)], -1)
         ratio = np.exp(logp_new.astype(np.float64) - np.asarray(traj["logp"]))
