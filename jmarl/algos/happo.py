@@ -69,9 +69,8 @@ import optax
 from flax import struct
 
 import envs
-from jmarl import onpolicy
+from jmarl import distributions, onpolicy
 from jmarl.attention import TADNet
-from jmarl import distributions
 from jmarl.config import CommonConfig, field
 from jmarl.evaluate import evaluate_with_score, evaluation_key
 from jmarl.masks import mask_actions, masked_mean
