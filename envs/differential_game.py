@@ -9,7 +9,8 @@ number in [-10, 10] and share
 
 The wide bump at (-5, -5) peaks at 0, the narrow one at (5, 5) at 10 (the optimum): independent
 learners that average over their partner's exploration are drawn to the wide one (relative
-overgeneralisation). It compiles in a moment, so the continuous-action learners are tested on it
+overgeneralisation). Over the box the reward spans [-40, 10]: the minimum -40 is at (10, 10), where
+both bumps are -40 (a grid search agrees). It compiles in a moment, so the continuous-action learners are tested on it
 without a physics engine. The observation is a constant 1 per agent (there is nothing to see); the
 state is the same.
 """
@@ -36,7 +37,7 @@ class DifferentialGame(MultiAgentEnv):
 
     def __init__(self) -> None:
         self.spec = EnvSpec(name="differential_game", num_agents=2, obs_dim=1, state_dim=1, num_actions=1,
-                            episode_limit=1, reward_bounds=(float(payoff(jnp.array([BOUND, -BOUND]))), 10.0),
+                            episode_limit=1, reward_bounds=(-40.0, 10.0),
                             optimal_return=10.0, continuous=True, action_bounds=(-BOUND, BOUND),
                             source="Wei et al. 2018, max of two quadratics")
 

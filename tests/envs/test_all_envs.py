@@ -22,10 +22,15 @@ def full_record(ts, actions, avail):
 # Every SMAX map costs 20-40 s of compile: two maps (the smallest and the headline 3s5z) in the fast suite,
 # the rest under -m slow; they share one adapter, and tests/envs/test_smax.py checks it against jaxmarl.
 FAST_SMAX = ("smax_3m", "smax_3s5z")
+# Brax physics compiles in 15-25 s and a 1000-step episode runs past the limit here: the MuJoCo robots run
+# under -m slow (tests/envs/test_mamujoco.py checks hopper_3x1 in the fast suite).
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow)
-                                  if n.startswith("smax_") and n not in FAST_SMAX else n for n in envs.names()])
+def _slow(name: str) -> bool:
+    return (name.startswith("smax_") and name not in FAST_SMAX) or name.startswith("mamujoco")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if _slow(n) else n for n in envs.names()])
 def test_env_contract(name):
     kwargs = {"payoff": [[1.0, 0.0], [0.0, 1.0]]} if name == "matrix" else {}
     env = envs.make(name, **kwargs)
@@ -59,9 +64,14 @@ def test_env_contract(name):
     low, high = spec.reward_bounds
     reward = np.asarray(out["reward"])
     assert reward.min() >= low - 1e-5 and reward.max() <= high + 1e-5, (reward.min(), reward.max())
-    # the helper never picks an unavailable action
-    taken = np.take_along_axis(np.asarray(out["avail_used"]), np.asarray(out["actions"])[..., None], -1)
-    assert taken.all()
+    if spec.continuous:  # float vectors within the bounds, 0 on the dimensions an agent does not control
+        actions, low_a, high_a = np.asarray(out["actions"]), *spec.action_bounds
+        assert actions.shape == (steps, NUM_ENVS, n, a) and actions.dtype == np.float32
+        assert (actions >= low_a).all() and (actions <= high_a).all()
+        assert (actions[~np.asarray(out["avail_used"])] == 0).all()
+    else:  # the helper never picks an unavailable action
+        taken = np.take_along_axis(np.asarray(out["avail_used"]), np.asarray(out["actions"])[..., None], -1)
+        assert taken.all()
     # episodes end by the limit, termination and truncation never together, truncation only at the limit
     done = np.asarray(out["terminated"]) | np.asarray(out["truncated"])
     assert done.any(axis=0).all(), f"{name}: some env never finished an episode in {steps} steps"
