@@ -126,6 +126,8 @@ class TrainState:
 class DPO:
     """The decentralised on-policy learner; see the module docstring for the objectives."""
 
+    action_kinds = ("discrete", "continuous")  # categorical or diagonal Gaussian policies
+
     # Config keys read only as traced numbers, so a sweep over them is one vmapped program (jmarl/sweep.py).
     sweepable = ("lr", "max_grad_norm", "gamma", "gae_lambda", "ent_coef", "beta_init", "d_target", "delta", "omega",
                  "beta_min", "beta_max", "kl_floor")

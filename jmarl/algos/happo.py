@@ -127,6 +127,11 @@ ENV_DEFAULTS = {
     "smax_3s5z_vs_3s6z": {"clip": 0.1, "value_clip": 0.1, "gamma": 0.95, "num_minibatches": 2},
     "smax_6h_vs_8z": {"clip": 0.05, "value_clip": 0.05, "gamma": 0.95, "epochs": 10, "num_minibatches": 2,
                       "recurrent": False},
+    # HARL's tuned multi-agent MuJoCo configs (Hopper-v2-3x1 and the others): a 3 x 128 MLP, clip 0.05, 10
+    # epochs, no entropy bonus, 20 envs x 200 steps (HARL's linear lr decay is not built: lr stays 5e-4)
+    **dict.fromkeys(("mamujoco", "mamujoco_"), {
+        "recurrent": False, "num_layers": 3, "hidden_dim": 128, "clip": 0.05, "value_clip": 0.05, "epochs": 10,
+        "ent_coef": 0.0, "num_envs": 20, "num_steps": 200}),
 }
 
 VARIANTS = {"happo": {}}
@@ -174,6 +179,8 @@ class TrainState:
 
 class HAPPO:
     """Heterogeneous-agent PPO; see the module docstring."""
+
+    action_kinds = ("discrete", "continuous")  # categorical or diagonal Gaussian policies
 
     # Config keys read only as traced numbers, so a sweep over them is one vmapped program (jmarl/sweep.py).
     sweepable = ("lr", "adam_eps", "max_grad_norm", "gamma", "gae_lambda", "clip", "ent_coef", "ent_coef_final",
