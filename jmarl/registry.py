@@ -14,7 +14,7 @@ import functools
 from typing import Any
 
 import envs
-from jmarl.algos import dpo, happo, lan, qtran, remix, tad_dqn, tad_ppo
+from jmarl.algos import dpo, happo, iddpg, lan, qtran, remix, tad_dqn, tad_ppo
 from jmarl.config import ConfigError, hyperparameters, suggest, validate
 
 # name -> (config class, learner class, env defaults by name prefix, preset overrides, description)
@@ -68,6 +68,9 @@ ALGORITHMS.update({
     ]
 })
 # ----- end LAN -----
+# ----- IDDPG: continuous actions (jmarl/algos/iddpg.py) -----
+ALGORITHMS["iddpg"] = (iddpg.IDDPGConfig, iddpg.IDDPG, iddpg.ENV_DEFAULTS, iddpg.VARIANTS["iddpg"],
+                       "IDDPG: independent DDPG per agent (own actor and critic on own obs; continuous actions)")
 
 
 def algorithm_names() -> list[str]:
@@ -119,11 +122,34 @@ def make_algorithm(config: Any) -> Any:
 
 def build_learner(config: Any) -> Any:
     """The learner of an already validated ``config``."""
+    check_action_kind(config.algo, config.env)
     try:
         return learner_class(config.algo)(config)
     except TypeError:
         check_env_builds(config.env)  # an env that needs constructor arguments says so as a ConfigError
         raise
+
+
+def action_kinds(algo: str) -> tuple[str, ...]:
+    """The action spaces a learner handles: its ``action_kinds`` attribute, discrete only by default."""
+    return getattr(learner_class(algo), "action_kinds", ("discrete",))
+
+
+@functools.cache
+def env_action_kind(env: str) -> str:
+    try:
+        return "continuous" if envs.make(env).spec.continuous else "discrete"
+    except TypeError:  # an env that needs constructor arguments: check_env_builds says so
+        return "discrete"
+
+
+def check_action_kind(algo: str, env: str) -> None:
+    """One line, before anything compiles, when ``algo`` cannot act in ``env``'s action space."""
+    kind = env_action_kind(env)
+    if kind not in action_kinds(algo):
+        able = [a for a in algorithm_names() if kind in action_kinds(a)]
+        raise ConfigError(f"{algo} needs {' or '.join(action_kinds(algo))} actions; {env} has {kind} actions "
+                          f"(algorithms for {kind} actions: {', '.join(able)})")
 
 
 @functools.cache

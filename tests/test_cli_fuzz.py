@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import jmarl
 from experiments import presets
+from jmarl.registry import action_kinds
 
 ROOT = Path(__file__).resolve().parents[1]
 MISSING_DIR = str(ROOT / "no" / "such" / "run")
@@ -38,8 +39,11 @@ def kinds(good, *others):
     return good, st.one_of(good, *others)
 
 
-ALGO = kinds(choice(GOOD, "--algo", jmarl.algorithm_names()),
-             choice(BAD, "--algo", ["dpp", "qmx", "", "QMIX", "dpo\u00e9", "lan\n"]),
+# ENVS have discrete actions: an algorithm for continuous actions only (iddpg) is refused on every one of them
+DISCRETE_ALGOS = [a for a in jmarl.algorithm_names() if "discrete" in action_kinds(a)]
+CONTINUOUS_ONLY = [a for a in jmarl.algorithm_names() if a not in DISCRETE_ALGOS]
+ALGO = kinds(choice(GOOD, "--algo", DISCRETE_ALGOS),
+             choice(BAD, "--algo", ["dpp", "qmx", "", "QMIX", "dpo\u00e9", "lan\n", *CONTINUOUS_ONLY]),
              st.tuples(st.just(EITHER), WEIRD.map(lambda v: ["--algo", v])))
 ENV = kinds(choice(GOOD, "--env", ENVS),
             choice(BAD, "--env", ["halway", "", "matrix", "smax_3", "checkers ", "hallway\x00"]),

@@ -42,11 +42,13 @@ def test_the_check_sees_flax_default_gru():
 
 # one algorithm per set of networks: the baselines are configurations of these (same modules, other flags)
 NETWORK_FAMILIES = ("dpo", "mappo", "tad_ppo", "qmix", "qplex", "remix", "lan", "qtran", "tad_dqn", "happo")
+# learners of continuous actions (feed-forward): checked on the differential game
+CONTINUOUS_FAMILIES = ("iddpg",)
 
 
 def test_the_families_cover_every_learner_class():
     classes = {jmarl.ALGORITHMS[name][0] for name in jmarl.algorithm_names()}
-    assert {jmarl.ALGORITHMS[name][0] for name in NETWORK_FAMILIES} == classes
+    assert {jmarl.ALGORITHMS[name][0] for name in NETWORK_FAMILIES + CONTINUOUS_FAMILIES} == classes
 
 
 @pytest.mark.parametrize("algo", NETWORK_FAMILIES)
@@ -54,4 +56,11 @@ def test_init_has_no_qr(algo):
     learner = jmarl.make_algorithm(jmarl.make_config(algo, "smax_3m"))  # SMAX: every learner has a GRU
     found = init_primitives(learner.init)
     assert "logistic" in found  # a GRU's gates ran, so its initialisers are in the trace
+    assert not found & QR_PRIMITIVES, f"{algo}: init runs {sorted(found & QR_PRIMITIVES)}"
+
+
+@pytest.mark.parametrize("algo", CONTINUOUS_FAMILIES + ("dpo", "happo"))
+def test_continuous_init_has_no_qr(algo):
+    learner = jmarl.make_algorithm(jmarl.make_config(algo, "differential_game"))
+    found = init_primitives(learner.init)
     assert not found & QR_PRIMITIVES, f"{algo}: init runs {sorted(found & QR_PRIMITIVES)}"

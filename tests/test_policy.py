@@ -19,7 +19,7 @@ from jmarl.config import ConfigError
 from jmarl.evaluate import evaluation_key
 from jmarl.offpolicy import OffPolicyLearner
 from jmarl.policy import export_policy, load_policy
-from jmarl.registry import config_class, make_algorithm
+from jmarl.registry import action_kinds, config_class, make_algorithm
 from jmarl.render import render
 from jmarl.runner import run
 
@@ -47,13 +47,22 @@ def random_state(learner, seed: int):
 
 # One name per network layout runs in the fast suite; the other presets differ from these only in their
 # losses and run with `make test-slow`.
-FAST = ("dpo", "tad_ppo", "mappo", "qmix", "vdn", "remix", "lan", "iql", "tad_dqn", "happo")  # qtran acts as qmix
+FAST = ("dpo", "tad_ppo", "mappo", "qmix", "vdn", "remix", "lan", "iql", "tad_dqn", "happo", "iddpg")  # qtran: qmix
 
 
-@pytest.mark.parametrize("algo", [a if a in FAST else pytest.param(a, marks=pytest.mark.slow)
-                                  for a in jmarl.algorithm_names()])
-def test_every_algorithm_exports_loads_evaluates_and_renders(algo, tmp_path):
-    config = tiny(algo)
+def home_env(algo: str) -> str:
+    """hallway (multi-step, drawn) for learners of discrete actions, the differential game for the others."""
+    return "hallway" if "discrete" in action_kinds(algo) else "differential_game"
+
+
+# every name on its home env, and the learners of both action kinds on continuous actions too
+CASES = [(a, home_env(a)) for a in jmarl.algorithm_names()] + [("dpo", "differential_game"),
+                                                                 ("happo", "differential_game")]
+
+
+@pytest.mark.parametrize("algo,env", [c if c[0] in FAST else pytest.param(*c, marks=pytest.mark.slow) for c in CASES])
+def test_every_algorithm_exports_loads_evaluates_and_renders(algo, env, tmp_path):
+    config = tiny(algo, env)
     learner = make_algorithm(config)
     state = random_state(learner, 7)
     expected = jax.device_get(jax.jit(learner.evaluate)(state))
@@ -68,7 +77,9 @@ def test_every_algorithm_exports_loads_evaluates_and_renders(algo, tmp_path):
     assert got == {k: float(expected[k]) for k in got}
 
     text = repr(policy)
-    assert text.startswith(f"Policy({algo} on hallway, ") and "parameters" in text and len(text) < 200
+    assert text.startswith(f"Policy({algo} on {env}, ") and "parameters" in text and len(text) < 200
+    if env != "hallway":  # no drawing of the differential game
+        return
 
     episode, paths = render(policy.algo, policy.params, jax.random.PRNGKey(1), tmp_path / "frames", "episode",
                             frames=True)

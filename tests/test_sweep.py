@@ -73,7 +73,8 @@ def test_every_declared_key_can_be_traced(algo):
     takes tens of seconds on CPU, so they run with the slow tests."""
     fields = {f for f in jmarl.registry.config_class(algo).__dataclass_fields__}
     overrides = {k: v for k, v in {**TINY, "num_layers": 2, "ent_coef_final": 0.0}.items() if k in fields}
-    algorithm = make_algorithm(jmarl.make_config(algo, "matrix_dpo4", **overrides))
+    env = "matrix_dpo4" if "discrete" in jmarl.registry.action_kinds(algo) else "differential_game"
+    algorithm = make_algorithm(jmarl.make_config(algo, env, **overrides))
     hp = {k: jax.ShapeDtypeStruct((2,), np.float32) for k in sw.traced_keys(algo)}
 
     def update(key, hparams):
