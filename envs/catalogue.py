@@ -49,3 +49,12 @@ for _map in SMAX_MAPS:
 # Jumanji adapters.
 register("lbf", "envs.jumanji:LevelBasedForaging", "jumanji LevelBasedForaging, team reward")
 register("rware", "envs.jumanji:RobotWarehouse", "jumanji RobotWarehouse, team reward")
+
+# Multi-agent MuJoCo (Brax physics), the partitions of DPO's Table 1.
+register("mamujoco", "envs.mamujoco:MaMuJoCo",
+         "multi-agent MuJoCo: a Brax robot's joints split among agents (robot, partition, agent_obsk options)")
+for _robot, _partition in (("halfcheetah", "3x2"), ("hopper", "3x1"), ("walker2d", "3x2"), ("ant", "4x2"),
+                           ("humanoid", "17x1")):
+    register(f"mamujoco_{_robot}_{_partition}", "envs.mamujoco:MaMuJoCo",
+             f"multi-agent MuJoCo {_robot} {_partition}, agent_obsk 2 (Brax physics)",
+             robot=_robot, partition=_partition)
