@@ -16,7 +16,7 @@ LAYERS: dict[str, int] = {
     "envs": 0, "envs.": 0,
     # learning pieces and support that knows nothing of runs
     "jmarl.config": 1, "jmarl.networks": 1, "jmarl.attention": 1, "jmarl.mixers": 1, "jmarl.qplex": 1,
-    "jmarl.returns": 1,
+    "jmarl.returns": 1, "jmarl.distributions": 1,
     "jmarl.replay": 1, "jmarl.evaluate": 1, "jmarl.optim": 1, "jmarl.masks": 1, "jmarl.onpolicy": 1,
     "jmarl.offpolicy": 1,
     "jmarl.devices": 1, "jmarl.memory": 1, "jmarl.checkpoint": 1, "jmarl.results": 1, "jmarl.progress": 1,
