@@ -3,7 +3,9 @@
 For each env family and each number of parallel envs, the program is compiled first (timed apart)
 and then run twice; both runs are reported, since these shared machines are noisy. An env-step is
 one step of one environment copy (all its agents). Writes benchmarks/results/env_throughput.json and
-env_throughput.md (the table docs/benchmarks.md includes).
+env_throughput.md (the table docs/benchmarks.md includes); rows are merged: a new row replaces the one of
+the same env and number of envs, rows of other envs are kept. Continuous-action envs step with uniform
+actions within their bounds.
 
     python benchmarks/env_throughput.py [--envs hallway smax_3m] [--sizes 1 64 1024] [--steps 128]
 """
@@ -23,7 +25,8 @@ from envs.rollout import make_random_rollout
 
 FAMILIES = [
     "matrix_tad10", "stochastic_game", "hallway", "checkers", "predator_prey", "mpe_simple_spread",
-    "mpe_line_control", "mpe_circle_control", "smax_3m", "smax_3s5z", "lbf", "rware",
+    "mpe_line_control", "mpe_circle_control", "smax_3m", "smax_3s5z", "lbf", "rware", "differential_game",
+    "mamujoco_hopper_3x1", "mamujoco_halfcheetah_3x2",
 ]
 RESULTS = Path(__file__).parent / "results"
 
@@ -85,8 +88,12 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     meta = {"jax": jax.__version__, "backend": jax.default_backend(), "devices": str(jax.devices()),
             "machine": platform.machine(), "processor": platform.processor(), "cpus": jax.device_count()}
-    (out / "env_throughput.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    table = markdown(rows, args.sizes)
+    path = out / "env_throughput.json"
+    old = json.loads(path.read_text())["rows"] if path.exists() else []
+    fresh = {(r["env"], r["num_envs"]) for r in rows}
+    rows = [r for r in old if (r["env"], r["num_envs"]) not in fresh] + rows
+    path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    table = markdown(rows, sorted({r["num_envs"] for r in rows}))
     (out / "env_throughput.md").write_text(
         f"Env-steps/s, best of two runs after compilation (jax {jax.__version__}, {jax.default_backend()}).\n\n"
         + table)

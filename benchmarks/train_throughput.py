@@ -47,17 +47,33 @@ def best_rate(fn, arg, steps: int) -> tuple[float, list[float]]:
 
 
 def fill_replay(algo, state):
-    """Collect (no learning) until every seed's buffer holds ``batch_size`` complete episodes."""
+    """Collect (no learning) until every seed's buffer holds ``batch_size`` complete episodes; a transition
+    replay (IDDPG) runs whole updates until learning has started (``learning_starts``, the batch)."""
+    if not hasattr(state.buffer, "num_complete"):
+        update = jax.jit(jax.vmap(algo.update))
+        while int(state.env_steps.min()) < max(algo.config.batch_size, algo.config.learning_starts):
+            state, _ = update(state)
+        return state
     collect = jax.jit(jax.vmap(algo.collect))
     while int(state.buffer.num_complete.min()) < algo.config.batch_size:
         state, _ = collect(state)
     return state
 
 
+def grad_steps_per_update(algo) -> int:
+    """Gradient steps one update takes: the off-policy core's ``train_steps``, or IDDPG's ratio to env steps."""
+    config = algo.config
+    if hasattr(config, "train_steps"):
+        return config.train_steps
+    return round(config.train_ratio * algo.steps_per_update)
+
+
 def learn_label(config) -> str:
     if hasattr(config, "epochs"):
         return f"{config.epochs} epochs"
-    return f"{config.train_steps} x {config.batch_size} episodes"
+    if hasattr(config, "train_steps"):
+        return f"{config.train_steps} x {config.batch_size} episodes"
+    return f"{config.train_ratio:g} x {config.batch_size} transitions per env step"
 
 
 def measure_training(algo_name: str, env: str, seeds: int, updates: int, **overrides) -> dict:
@@ -77,7 +93,7 @@ def measure_training(algo_name: str, env: str, seeds: int, updates: int, **overr
            "updates": updates, "compile_s": round(compile_s, 1), "train_steps_per_s": round(best),
            "runs": [round(r) for r in rates]}
     if off_policy:
-        row["grad_steps_per_s"] = round(best / algo.steps_per_update * config.train_steps, 3)
+        row["grad_steps_per_s"] = round(best / algo.steps_per_update * grad_steps_per_update(algo), 3)
         row["buffer_size"] = config.buffer_size
     return row
 
