@@ -63,6 +63,19 @@ def gaussian_kl(old: jax.Array, new: jax.Array, avail: jax.Array) -> jax.Array:
     return jnp.sum(jnp.where(avail, term, 0.0), axis=-1)
 
 
+def gaussian_params(mean: jax.Array, log_std: jax.Array, avail: jax.Array) -> jax.Array:
+    """A Gaussian's stored parameters ``concat(mean, log_std)``, with the dimensions an agent does not control
+    (``avail`` false) pinned to N(0, 1)."""
+    log_std = jnp.broadcast_to(log_std, mean.shape)
+    return jnp.concatenate([jnp.where(avail, mean, 0.0), jnp.where(avail, log_std, 0.0)], axis=-1)
+
+
+def sample_actions(dist: type, key: jax.Array, params: jax.Array, avail: jax.Array) -> jax.Array:
+    """Actions drawn from ``dist``; a continuous agent's padded dimensions are sent as 0."""
+    actions = dist.sample(key, params)
+    return jnp.where(avail, actions, 0.0) if dist.continuous else actions
+
+
 class Categorical:
     """Discrete actions: parameters are log-probabilities [..., A]; actions int32 [...]."""
 

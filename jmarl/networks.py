@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jmarl.distributions import gaussian_params
 from jmarl.masks import mask_actions
 
 SMALL_HEAD = nn.initializers.variance_scaling(0.01, "fan_in", "truncated_normal")
@@ -108,5 +109,4 @@ def gaussian_head(module: nn.Module, mean: jax.Array, features: jax.Array, avail
                            bias_init=nn.initializers.constant(module.log_std_init), name="log_std_head")(features)
     else:
         log_std = module.param("log_std", nn.initializers.constant(module.log_std_init), (mean.shape[-1],))
-        log_std = jnp.broadcast_to(log_std, mean.shape)
-    return jnp.concatenate([jnp.where(avail, mean, 0.0), jnp.where(avail, log_std, 0.0)], axis=-1)
+    return gaussian_params(mean, log_std, avail)

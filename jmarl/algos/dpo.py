@@ -211,7 +211,7 @@ class DPO:
             new_carries, head, values = self.apply(
                 params, carries, ts.obs, self.critic_inputs(ts), ts.avail_actions, start)
             policy = self.dist.from_head(head)
-            actions = self.sample(k_act, policy, ts.avail_actions)
+            actions = distributions.sample_actions(self.dist, k_act, policy, ts.avail_actions)
             env_state, next_ts = jax.vmap(self.env.step)(jax.random.split(k_env, cfg.num_envs), env_state, actions)
             # V of the observation after this step (the terminal one where the episode ended),
             # from the critic carry after this step: bootstraps truncation exactly.
@@ -234,10 +234,6 @@ class DPO:
         """The critic's recorded input: the world state where the critic is centralised, else the observation."""
         return traj.get("critic_obs", traj["obs"])
 
-    def sample(self, key: jax.Array, policy: jax.Array, avail: jax.Array) -> jax.Array:
-        """Actions drawn from the policy's distribution; a continuous agent's padded dimensions get 0."""
-        actions = self.dist.sample(key, policy)
-        return jnp.where(avail, actions, 0.0) if self.dist.continuous else actions
 
     def _replay(self, params, carries0, traj):
         """Recompute the policy's distribution parameters and values over a trajectory [T, E, ...] from the
@@ -359,7 +355,7 @@ class DPO:
         policy = self.dist.from_head(head)
         if greedy:
             return carries, self.dist.mode(policy)
-        return carries, self.sample(key, policy, avail)
+        return carries, distributions.sample_actions(self.dist, key, policy, avail)
 
     def greedy_policy(self, params, batch: int):
         """(initial carry, policy) for ``batch`` parallel episodes in ``evaluate_greedy``'s form: decentralised

@@ -211,8 +211,7 @@ class HAPPO:
         carry, h = self.actor.apply(net, carry, obs, reset, method=TADNet.features)
         out = self.actor.apply(net, h, None, method=TADNet.output)
         if self.dist.continuous:
-            log_std = jnp.broadcast_to(p["log_std"], out.shape)
-            return carry, jnp.concatenate([jnp.where(avail, out, 0.0), jnp.where(avail, log_std, 0.0)], axis=-1)
+            return carry, distributions.gaussian_params(out, p["log_std"], avail)
         return carry, self.dist.from_head(mask_actions(out, avail))
 
     def policy(self, actor_params, carry, obs, reset, avail):
@@ -277,7 +276,7 @@ class HAPPO:
             k_act, k_env = jax.random.split(key)
             actor_carry, policy = self.policy(params["actor"], actor_carry, ts.obs, start, ts.avail_actions)
             critic_carry, values = self.value_step(params["critic"], critic_carry, ts.state, start)
-            actions = self.sample(k_act, policy, ts.avail_actions)
+            actions = distributions.sample_actions(self.dist, k_act, policy, ts.avail_actions)
             env_state, next_ts = jax.vmap(self.env.step)(jax.random.split(k_env, cfg.num_envs), env_state, actions)
             # V of the state after this step (the terminal one where the episode ended) with the critic carry
             # after this step: bootstraps truncation exactly.
@@ -423,12 +422,8 @@ class HAPPO:
         carry, policy = self.policy(params["actor"], carry, obs, reset, avail)
         if greedy:
             return carry, self.dist.mode(policy)
-        return carry, self.sample(key, policy, avail)
+        return carry, distributions.sample_actions(self.dist, key, policy, avail)
 
-    def sample(self, key: jax.Array, policy: jax.Array, avail: jax.Array) -> jax.Array:
-        """Actions drawn from the policy; a continuous agent's padded dimensions get 0."""
-        actions = self.dist.sample(key, policy)
-        return jnp.where(avail, actions, 0.0) if self.dist.continuous else actions
 
     def greedy_policy(self, params, batch: int):
         """(initial carry, policy) for ``batch`` parallel episodes in ``evaluate_greedy``'s form: decentralised
