@@ -50,11 +50,11 @@ def fill_replay(algo, state):
     """Collect (no learning) until every seed's buffer holds ``batch_size`` complete episodes; a transition
     replay (IDDPG) runs whole updates until learning has started (``learning_starts``, the batch)."""
     if not hasattr(state.buffer, "num_complete"):
-        update = jax.jit(jax.vmap(algo.update))
+        update = jax.jit(jax.vmap(algo.update), donate_argnums=0)
         while int(state.env_steps.min()) < max(algo.config.batch_size, algo.config.learning_starts):
             state, _ = update(state)
         return state
-    collect = jax.jit(jax.vmap(algo.collect))
+    collect = jax.jit(jax.vmap(algo.collect), donate_argnums=0)
     while int(state.buffer.num_complete.min()) < algo.config.batch_size:
         state, _ = collect(state)
     return state
@@ -81,7 +81,9 @@ def measure_training(algo_name: str, env: str, seeds: int, updates: int, **overr
     algo = jmarl.make_algorithm(config)
     state = jax.jit(jax.vmap(algo.init))(seed_keys(0, seeds))
     t0 = time.perf_counter()
-    chunk = jax.jit(jax.vmap(make_chunk(algo, updates))).lower(state).compile()
+    # The state is donated, as the runner does: without it every call copies the state (replay buffers
+    # included) to keep its input alive, a cost training never pays.
+    chunk = jax.jit(jax.vmap(make_chunk(algo, updates)), donate_argnums=0).lower(state).compile()
     compile_s = time.perf_counter() - t0
     off_policy = hasattr(state, "buffer")
     if off_policy:

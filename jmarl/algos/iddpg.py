@@ -34,9 +34,9 @@ then ``train_ratio * num_envs * num_steps`` gradient steps (each: critic, actor,
 while the env-step counter is below ``learning_starts`` or the buffer holds fewer than ``batch_size``
 transitions. The defaults (one env, one step per update, train_ratio 1) are DDPG's schedule: one gradient step
 per env step. (A run resumed from a checkpoint without its replay buffer acts with its trained actor at once and
-learns again once the new buffer holds a batch.) Under a vmap over seeds the skipped gradient steps of the
-warm-up are computed and discarded (a ``cond`` on a batched predicate runs both branches): the warm-up costs
-as much time as learning.
+learns again once the new buffer holds a batch.) The gradient steps are a loop of as many steps as are
+taken, each batch drawn with ``fold_in(key, step)``: under a vmap over seeds the loop runs as long as the
+longest seed's and the others keep their state, so a warm-up shared by all seeds costs no gradient steps.
 
 Defaults. From the paper (App. B): 3-layer MLPs (read as in jmarl's DPO/IPPO, whose networks the same sentence
 describes: three hidden ReLU layers of 128) and learning rate 5e-4 for actor and critic. The rest is DDPG as
@@ -342,24 +342,25 @@ class IDDPG:
         ready = (state.env_steps >= cfg.learning_starts) & (self.buffer_size(state.buffer) >= cfg.batch_size)
         key, k_learn = jax.random.split(state.key)
 
-        def body(carry, k):
-            params, target, opt_state = carry
-            batch = self.replay.sample(state.buffer, k).experience
-            params, target, opt_state, stats = self.learn_on_batch(params, target, opt_state, batch)
-            return (params, target, opt_state), stats
-
-        def run(carry):
-            return jax.lax.scan(body, carry, jax.random.split(k_learn, self.grad_steps_per_update))
-
-        carry = (state.params, state.target_params, state.opt_state)
-        shapes = jax.eval_shape(run, carry)[1]
-
-        def skip(carry):
-            return carry, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-
-        (params, target, opt_state), stats = jax.lax.cond(ready, run, skip, carry)
         taken = ready.astype(jnp.int32) * self.grad_steps_per_update
-        metrics = {k: v.mean() for k, v in stats.items()}
+
+        def step(i, carry):
+            params, target, opt_state, _ = carry
+            batch = self.replay.sample(state.buffer, jax.random.fold_in(k_learn, i)).experience
+            return self.learn_on_batch(params, target, opt_state, batch)
+
+        def step_and_sum(i, carry):
+            params, target, opt_state, stats = step(i, carry)
+            return params, target, opt_state, jax.tree.map(jnp.add, carry[3], stats)
+
+        # A loop of ``taken`` steps (a count XLA cannot see), each batch drawn with a key that depends on the step.
+        # A scan of known length under a cond let XLA fuse this update's replay write into the batch gathers and
+        # then write the buffer into a fresh copy, twice per update once seeds are vmapped (about 460 MB per env
+        # step on hopper at 1e6); a batch that does not depend on the step is hoisted out of the loop, the same.
+        carry = (state.params, state.target_params, state.opt_state)
+        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(step, 0, carry + (None,))[3])
+        params, target, opt_state, total = jax.lax.fori_loop(0, taken, step_and_sum, carry + (zeros,))
+        metrics = {k: v / jnp.maximum(taken, 1) for k, v in total.items()}  # means over the steps taken
         metrics["gradient_steps"] = taken.astype(jnp.float32)
         state = state.replace(params=params, target_params=target, opt_state=opt_state, key=key,
                               grad_steps=state.grad_steps + taken)

@@ -384,3 +384,17 @@ def test_learns_with_the_papers_rates_and_default_networks():
     _, metrics = jax.jit(jax.vmap(jmarl.make_train(config)))(seed_keys(0, 4))
     final = np.asarray(metrics["eval/return"][:, -1])
     assert final.mean() > -1.0 and (final > -1.0).sum() >= 3, final
+
+
+def test_the_compiled_update_writes_the_replay_in_place():
+    """At the default network and batch sizes, one seed under a vmap (a benchmark's or a one-run block's program):
+    no copy of a buffer-sized array in the compiled scan of updates. (A scan of gradient steps under a cond let
+    XLA fuse each update's replay write into the batch gathers, then write the whole buffer into a fresh copy,
+    twice per env step, in exactly this program.)"""
+    capacity = 54_321  # a size no other array has
+    algo = IDDPG(validate(IDDPGConfig(env="differential_game", buffer_size=capacity, learning_starts=0)))
+    state = jax.vmap(algo.init)(jax.random.split(jax.random.PRNGKey(0), 1))
+    updates = jax.vmap(lambda s: jax.lax.scan(lambda c, _: (algo.update(c)[0], None), s, None, 4))
+    compiled = jax.jit(updates, donate_argnums=0).lower(state).compile()
+    copies = [line for line in compiled.as_text().splitlines() if f"{capacity}" in line and " copy(" in line]
+    assert not copies, copies[:4]

@@ -2,7 +2,8 @@
 hand: the partitions (agent -> joints), the observation layout and sizes counted from the per-distance
 categories, the action mapping and padding; then one compiled hopper 3x1 (the cheapest robot to compile)
 whose observations are compared with the physics state read directly, through episodes that end by the
-time limit and by a fall. Ant and humanoid are compiled only under ``-m slow``."""
+time limit and by a fall. Every compiled robot (hopper included: its compile takes about 35 s on 2 CPU cores)
+runs only under ``-m slow``; the fast suite checks the construction without physics."""
 
 from __future__ import annotations
 
@@ -335,6 +336,7 @@ def brax_hopper_obs(ps) -> np.ndarray:
                            np.clip(np.asarray(ps.qvel), -10, 10)])
 
 
+@pytest.mark.slow
 def test_hopper_zero_action_episode_is_truncated(hopper):
     key = jax.random.PRNGKey(0)
     zero = jnp.zeros((3, 1))
@@ -365,6 +367,7 @@ def test_hopper_zero_action_episode_is_truncated(hopper):
     assert not np.allclose(auto_ts.obs, auto_ts.info["final_obs"])
 
 
+@pytest.mark.slow
 def test_hopper_fall_terminates_and_keeps_the_final_obs(hopper):
     push = jnp.full((3, 1), -1.0, jnp.float32)  # strongly typed, as the other tests' actions: no recompile
     state, _ = hopper.reset(jax.random.PRNGKey(1))
@@ -384,6 +387,7 @@ def test_hopper_fall_terminates_and_keeps_the_final_obs(hopper):
     assert int(auto_ts.info["episode_length"]) == t
 
 
+@pytest.mark.slow
 def test_hopper_clips_out_of_bounds_actions(hopper):
     state, _ = hopper.reset(jax.random.PRNGKey(2))
     big = jnp.array([[5.0], [-3.0], [1.5]], jnp.float32)
