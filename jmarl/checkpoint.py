@@ -136,22 +136,35 @@ def _flat(identity: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def same_run(stored: Any, given: dict[str, Any]) -> bool:
+def same_run(stored: Any, given: dict[str, Any], later_fields: dict[str, Any] | None = None) -> bool:
     """Whether a checkpoint whose record holds the identity ``stored`` belongs to the run ``given``: equal,
-    or equal but for a smaller ``total_steps`` (the run's budget was extended since it was written)."""
+    or equal but for a smaller ``total_steps`` (the run's budget was extended since it was written).
+    ``later_fields``: config fields added after the checkpoint may have been written, with the value a run
+    without them had (:func:`jmarl.config.defaults_of_later_fields`); the stored config lacking them has it."""
     if not isinstance(stored, dict):
         return False
-    a, b = as_json(stored), as_json(given)
+    a, b = as_json(backfill(stored, later_fields)), as_json(given)
     if a == b:
         return True
     before, after = a.get("config", {}).pop("total_steps", None), b.get("config", {}).pop("total_steps", None)
     return a == b and isinstance(before, int) and isinstance(after, int) and before <= after
 
 
-def identity_mismatch(stored: dict[str, Any], given: dict[str, Any], limit: int = 6) -> str:
-    """``"env: stored smax_3m, given hallway; hidden_dim: stored 64, given 128"``: the keys that differ."""
-    a, b = _flat(as_json(stored)), _flat(as_json(given))
-    keys = sorted(k for k in set(a) | set(b) if a.get(k, "(absent)") != b.get(k, "(absent)"))
+def backfill(stored: dict[str, Any], later_fields: dict[str, Any] | None) -> dict[str, Any]:
+    """``stored`` with the ``later_fields`` its config lacks added at their given values."""
+    config = stored.get("config")
+    if not later_fields or not isinstance(config, dict):
+        return stored
+    return {**stored, "config": {**{k: v for k, v in later_fields.items() if k not in config}, **config}}
+
+
+def identity_mismatch(stored: dict[str, Any], given: dict[str, Any], limit: int = 6,
+                      later_fields: dict[str, Any] | None = None) -> str:
+    """``"env: stored smax_3m, given hallway; hidden_dim: stored 64, given 128"``: the keys that differ (a
+    later field the stored config lacks differs only when given another value than its default)."""
+    a, b, filled = _flat(as_json(stored)), _flat(as_json(given)), _flat(as_json(backfill(stored, later_fields)))
+    keys = sorted(k for k in set(a) | set(b) if a.get(k, "(absent)") != b.get(k, "(absent)")
+                  and filled.get(k, "(absent)") != b.get(k, "(absent)"))
     keys.sort(key=lambda k: (k not in ("algo", "env"), k))  # the algorithm and env first
     parts = [f"{k}: stored {a.get(k, '(absent)')}, given {b.get(k, '(absent)')}" for k in keys[:limit]]
     return "; ".join(parts) + (f"; and {len(keys) - limit} more" if len(keys) > limit else "")
@@ -317,26 +330,28 @@ class Checkpoints:
         except Exception as err:  # orbax raises many types for a damaged directory
             raise self._damaged(step, "record") from err
 
-    def check_identity(self, record: dict[str, Any], identity: dict[str, Any], step: int) -> None:
+    def check_identity(self, record: dict[str, Any], identity: dict[str, Any], step: int,
+                       later_fields: dict[str, Any] | None = None) -> None:
         """Refuse a checkpoint written by a different run, naming what differs (a checkpoint written before
-        the run's budget was extended belongs to it: :func:`same_run`)."""
+        the run's budget was extended, or before a field of ``later_fields`` existed, belongs to it:
+        :func:`same_run`)."""
         stored = record.get("run")
-        if record.get("fingerprint") == fingerprint(identity) or same_run(stored, identity):
+        if record.get("fingerprint") == fingerprint(identity) or same_run(stored, identity, later_fields):
             return
-        detail = identity_mismatch(stored, identity) if isinstance(stored, dict) else (
+        detail = identity_mismatch(stored, identity, later_fields=later_fields) if isinstance(stored, dict) else (
             "its config, seeds or sweep differ (an older checkpoint without its run's settings)")
         raise CheckpointError(f"the checkpoints under {self.directory} belong to a different run (checkpoint {step}): "
                               f"{detail}; resume with the run's own settings (its config.json)")
 
-    def restore(self, target: Any, step: int | None = None,
-                expect: dict[str, Any] | None = None) -> tuple[Any, dict]:
+    def restore(self, target: Any, step: int | None = None, expect: dict[str, Any] | None = None,
+                later_fields: dict[str, Any] | None = None) -> tuple[Any, dict]:
         """Restore into ``target``'s structure: a pytree of ``jax.ShapeDtypeStruct`` with shardings
         (global arrays) or of NumPy arrays (host copies). ``expect`` is the run's identity
-        (``fingerprint(expect)`` must match the record's)."""
+        (``fingerprint(expect)`` must match the record's, or :func:`same_run` hold with ``later_fields``)."""
         step = self._step(step)
         record = self.record(step)
         if expect is not None:
-            self.check_identity(record, expect, step)
+            self.check_identity(record, expect, step, later_fields)
         try:
             stored_tree = self.manager.item_metadata(step)["state"]
             stored = leaf_table(getattr(stored_tree, "tree", stored_tree))

@@ -32,10 +32,20 @@ ORDERED_FIELDS = (
 
 
 def field(default: Any, low: float | None = None, high: float | None = None, *, low_open: bool = False,
-          choices: tuple | None = None, doc: str = "") -> Any:
-    """A dataclass field with its allowed range (``low``/``high`` inclusive unless ``low_open``)."""
-    meta = {"low": low, "high": high, "low_open": low_open, "choices": choices, "doc": doc}
+          choices: tuple | None = None, doc: str = "", absent_means_default: bool = False) -> Any:
+    """A dataclass field with its allowed range (``low``/``high`` inclusive unless ``low_open``).
+
+    ``absent_means_default``: a run saved before the field existed ran as its default (the field only
+    matters for what did not exist then, e.g. a new mixer's sizes), so resuming it is allowed."""
+    meta = {"low": low, "high": high, "low_open": low_open, "choices": choices, "doc": doc,
+            "absent_means_default": absent_means_default}
     return dataclasses.field(default=default, metadata=meta)
+
+
+def defaults_of_later_fields(config: Any) -> dict[str, Any]:
+    """The fields of ``config``'s class marked ``absent_means_default``, with their defaults: what a
+    checkpoint whose stored config lacks them is taken to have run with."""
+    return {f.name: f.default for f in dataclasses.fields(config) if f.metadata.get("absent_means_default")}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -35,7 +35,7 @@ import numpy as np
 import envs
 from jmarl import sweep as sw
 from jmarl.checkpoint import Checkpoints, replay_omitted, without_replay
-from jmarl.config import ConfigError, validate
+from jmarl.config import ConfigError, defaults_of_later_fields, validate
 from jmarl.core import Plan
 from jmarl.registry import config_class
 from jmarl.results import EVAL_KEYS, MetricsFiles, read_rows, summary_markdown
@@ -240,7 +240,7 @@ def load_checkpoint(run_dir: str | Path, step: int | None = None) -> tuple[Any, 
         if replay_omitted(ckpt.record(step)):
             target = without_replay(target)
         identity = run_identity(config, meta["seeds"], meta["base_seed"], traced)
-        state, record = ckpt.restore(target, step, expect=identity)
+        state, record = ckpt.restore(target, step, expect=identity, later_fields=defaults_of_later_fields(config))
     finally:
         ckpt.close()
     return config, state, meta, record

@@ -53,6 +53,7 @@ from jmarl.checkpoint import (
     without_replay,
 )
 from jmarl.compile_cache import CacheEvents
+from jmarl.config import defaults_of_later_fields
 from jmarl.core import NONFINITE, Plan
 from jmarl.loggers import open_loggers
 from jmarl.program import Program, compile_program
@@ -237,7 +238,7 @@ def _run_program(spec: RunSpec, program: ProgramSpec, log: Callable[[str], None]
         if resuming:
             latest = ckpt.steps()[-1]
             record = _resumable(ckpt, lambda: ckpt.record(latest))
-            ckpt.check_identity(record, identity, latest)
+            ckpt.check_identity(record, identity, latest, defaults_of_later_fields(config))
             before = record.get("run", {}).get("config", {}).get("total_steps")
             if isinstance(before, int) and before < config.total_steps:
                 log(f"extending the run from total_steps={before:,} to {config.total_steps:,} env steps per seed "
@@ -379,10 +380,11 @@ def _restore(ckpt: Checkpoints, prog: Program, identity: dict) -> tuple[Any, dic
     abstract = prog.abstract_state
     if replay_omitted(ckpt.record()):
         abstract = without_replay(abstract)
+    later = defaults_of_later_fields(prog.algo.config)
     if prog.padded == prog.runs and not prog.grouped:
-        return ckpt.restore(abstract, expect=identity)
+        return ckpt.restore(abstract, expect=identity, later_fields=later)
     host = jax.tree.map(lambda x: np.zeros((prog.runs,) + x.shape[1:], x.dtype), abstract)
-    state, record = ckpt.restore(host, expect=identity)
+    state, record = ckpt.restore(host, expect=identity, later_fields=later)
     return prog.put(dev.pad_runs(state, prog.padded)), record
 
 

@@ -3,6 +3,7 @@ chunk; SIGINT / SIGTERM stop after a chunk with a checkpoint, and the resumed ru
 uninterrupted one; interrupted checkpoint writes are skipped, damaged or foreign checkpoints refused with
 a message that names what is wrong."""
 
+import dataclasses
 import json
 import os
 import re
@@ -23,6 +24,7 @@ import jmarl
 import jmarl.program
 import jmarl.spec
 from jmarl.checkpoint import CheckpointError, Checkpoints, DamagedCheckpoint, fingerprint, is_complete
+from jmarl.config import defaults_of_later_fields
 from jmarl.core import make_chunk
 from jmarl.run_dir import load_checkpoint
 from jmarl.runner import Interrupted, NonFiniteError, first_nonfinite, run
@@ -411,6 +413,31 @@ def test_a_foreign_checkpoint_names_the_keys_that_differ(tmp_path):
         ckpt.restore(_state(0), step=2, expect=identity)
     ckpt.close()
 
+
+
+def test_a_checkpoint_from_before_a_later_field_resumes_at_its_default(tmp_path):
+    """OW-QMIX checkpoints written before the QPLEX sizes existed (fields marked ``absent_means_default``) belong to
+    the run at those sizes' defaults, and to no other; a field without the mark (ReMIX's weight mapping, whose
+    default changed what runs do) still refuses them."""
+    config = jmarl.make_config("ow_qmix", "matrix_qtran")
+    later = defaults_of_later_fields(config)
+    assert later == {"qplex_embed_dim": 64, "qplex_heads": 4, "qplex_layers": 2, "qplex_adv_embed": 64}
+    identity = run_identity(config, 2, 0, {})
+    older = {**identity, "config": {k: v for k, v in identity["config"].items() if k not in later}}
+    without_mapping = {**identity, "config": {k: v for k, v in identity["config"].items() if k != "weight_mapping"}}
+    ckpt = Checkpoints(tmp_path)
+    ckpt.save(1, _state(1), {"chunks_done": 1, "fingerprint": fingerprint(older), "run": older})
+    ckpt.save(2, _state(2), {"chunks_done": 2, "fingerprint": fingerprint(without_mapping), "run": without_mapping})
+    ckpt.wait()
+    assert ckpt.restore(_state(0), step=1, expect=identity, later_fields=later)[1]["chunks_done"] == 1
+    with pytest.raises(CheckpointError, match=r"qplex_adv_embed: stored \(absent\), given 64"):
+        ckpt.restore(_state(0), step=1, expect=identity)  # without the marks: refused, as before
+    bigger = run_identity(dataclasses.replace(config, qplex_heads=8), 2, 0, {})
+    with pytest.raises(CheckpointError, match=r"\(checkpoint 1\): qplex_heads: stored \(absent\), given 8; resume"):
+        ckpt.restore(_state(0), step=1, expect=bigger, later_fields=later)
+    with pytest.raises(CheckpointError, match=r"weight_mapping: stored \(absent\), given mean"):
+        ckpt.restore(_state(0), step=2, expect=identity, later_fields=later)
+    ckpt.close()
 
 # ----- a real process, stopped by a signal and resumed --------------------------------------------
 

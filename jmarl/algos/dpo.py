@@ -86,8 +86,10 @@ class DPOConfig(CommonConfig):
     active_masks: bool = field(False, doc="leave dead agents' steps out of losses, statistics and beta adaptation "
                                           "(MAPPO's SMAC trick; off: the paper bans it)")
     state_dependent_std: bool = field(False, doc="continuous actions: the Gaussian's log-std is an output of the "
-                                                 "actor (off: one learned vector per agent, MAPPO's DiagGaussian)")
-    log_std_init: float = field(0.0, doc="continuous actions: the initial log-std (0: std 1, MAPPO's DiagGaussian)")
+                                                 "actor (off: one learned vector per agent, MAPPO's DiagGaussian)",
+                                     absent_means_default=True)
+    log_std_init: float = field(0.0, doc="continuous actions: the initial log-std (0: std 1, MAPPO's DiagGaussian)",
+                                absent_means_default=True)
 
 
 # The paper's d_target per env family, and recurrence where the env is partially observable.

@@ -114,7 +114,8 @@ class HAPPOConfig(CommonConfig):
     fixed_order: bool = field(False, doc="update the agents in the order 0..n-1 instead of a random permutation "
                                          "per update (HARL fixed_order)")
     log_std_init: float = field(-1.0064, doc="continuous actions: the initial log-std of each agent's Gaussian "
-                                              "(HARL's initial std 0.5 sigmoid(1) = 0.366)")
+                                              "(HARL's initial std 0.5 sigmoid(1) = 0.366)",
+                                absent_means_default=True)
 
 
 # HARL's tuned SMAC configs (tuned_configs/smac/<map>/happo/config.json) on the maps SMAX has: clip_param,

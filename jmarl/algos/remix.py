@@ -77,10 +77,14 @@ class ReMIXConfig(OffPolicyConfig):
     hypernet_dim: int = field(64, low=1, doc="QMIX hypernetwork hidden width")
     weighting: str = field("remix", choices=("uniform", "ow", "cw", "remix"),
                            doc="weights of the Q_tot loss (uniform = QMIX/VDN, no Q*)")
-    qplex_embed_dim: int = field(64, low=1, doc="QPLEX: width of the w_i(s) and v_i(s) networks")
-    qplex_heads: int = field(4, low=1, doc="QPLEX: attention heads of the importance weights lambda_i(s, a)")
-    qplex_layers: int = field(2, low=1, high=3, doc="QPLEX: layers of each importance-weight extractor")
-    qplex_adv_embed: int = field(64, low=1, doc="QPLEX: hidden width of the importance-weight extractors")
+    qplex_embed_dim: int = field(64, low=1, absent_means_default=True,
+                                 doc="QPLEX: width of the w_i(s) and v_i(s) networks")
+    qplex_heads: int = field(4, low=1, absent_means_default=True,
+                             doc="QPLEX: attention heads of the importance weights lambda_i(s, a)")
+    qplex_layers: int = field(2, low=1, high=3, absent_means_default=True,
+                              doc="QPLEX: layers of each importance-weight extractor")
+    qplex_adv_embed: int = field(64, low=1, absent_means_default=True,
+                                 doc="QPLEX: hidden width of the importance-weight extractors")
     central_embed_dim: int = field(256, low=1, doc="width of the unrestricted Q* mixer (3 layers)")
     central_hidden_dim: int = field(64, low=1, doc="width of Q*'s own agent network")
     alpha: float = field(0.1, low=0.0, high=1.0, doc="OW/CW weight of the down-weighted transitions")
