@@ -64,7 +64,8 @@ class DPOConfig(CommonConfig):
     shared_layers: int = field(0, low=0, doc="first torso layers shared by actor and critic (0 = separate "
                                              "networks; jaxmarl's IPPO-RNN shares 2, its Dense and GRU)")
     centralised_critic: bool = field(False, doc="critics see the global state (+ agent id) instead of own obs")
-    ent_coef: float = field(0.01, low=0.0)
+    ent_coef: float = field(0.0, low=0.0, doc="entropy bonus (eq. 20 has none; IPPO and IPPO-KL keep MAPPO's 0.01; "
+                                               "the author code adds 0.01 to DPO too, without the 1/N)")
     max_grad_norm: float = field(10.0, low=0.0, low_open=True, doc="per-agent gradient norm clip")
     value_clip: float = field(0.2, low=0.0, doc="clipped value loss range (0 = plain MSE)")
     clip: float = field(0.0, low=0.0, doc="PPO ratio clip (0 = none: DPO; 0.2 = IPPO)")
@@ -104,8 +105,8 @@ ENV_DEFAULTS = {
 VARIANTS = {
     "dpo": {},
     "ippo": {"clip": 0.2, "use_sqrt": False, "use_kl": False, "inv_n": False, "adapt_betas": False,
-             "final_kl": False},
-    "ippo_kl": {"use_sqrt": False, "inv_n": False},
+             "final_kl": False, "ent_coef": 0.01},
+    "ippo_kl": {"use_sqrt": False, "inv_n": False, "ent_coef": 0.01},
     "dpo_no_sqrt": {"use_sqrt": False},
     "dpo_no_kl": {"use_kl": False},
 }

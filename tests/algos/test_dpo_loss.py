@@ -262,7 +262,7 @@ def test_loss_matches_numpy(base, algo_name, betas):
 def test_loss_terms_are_what_they_claim(base):
     """Switching one setting moves the loss by exactly that term: 1/N, the sqrt and KL terms, the entropy, the clip."""
     _, params, _ = base
-    algo = make()
+    algo = make(ent_coef=0.01)
     carries0, traj, ref = build_inputs(algo, params, seed=3)
     betas = np.array([[0.2, 0.5], [0.3, 0.0]])
 
@@ -286,6 +286,15 @@ def test_loss_terms_are_what_they_claim(base):
     np.testing.assert_allclose(total(dataclasses.replace(cfg, inv_n=False)), base_total - surr / 2, **tol)
     np.testing.assert_allclose(total(cfg, np.zeros((2, 2))), base_total - sqrt_term - kl_term, **tol)
     np.testing.assert_allclose(total(dataclasses.replace(cfg, ent_coef=0.0)), base_total + 0.01 * ent, **tol)
+
+
+def test_entropy_bonus_defaults():
+    """Eq. 20 has no entropy term, so DPO and its ablations default to none; IPPO and IPPO-KL keep MAPPO's 0.01.
+    (DPO with 0.01 weighs the entropy N times more than IPPO does against its 1/N surrogate.)"""
+    coefs = {name: jmarl.make_config(name, "stochastic_game").ent_coef
+             for name in ("dpo", "dpo_no_sqrt", "dpo_no_kl", "ippo", "ippo_kl")}
+    assert coefs == {"dpo": 0.0, "dpo_no_sqrt": 0.0, "dpo_no_kl": 0.0, "ippo": 0.01, "ippo_kl": 0.01}
+    assert jmarl.make_config("ippo", "stochastic_game", ent_coef=0.05).ent_coef == 0.05  # --set still wins
 
 
 def test_sqrt_kl_gradient_finite_at_equal_policies(base):
