@@ -237,7 +237,6 @@ class DPO:
         """The critic's recorded input: the world state where the critic is centralised, else the observation."""
         return traj.get("critic_obs", traj["obs"])
 
-
     def _replay(self, params, carries0, traj):
         """Recompute the policy's distribution parameters and values over a trajectory [T, E, ...] from the
         rollout's first carries.

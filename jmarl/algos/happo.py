@@ -425,7 +425,6 @@ class HAPPO:
             return carry, self.dist.mode(policy)
         return carry, distributions.sample_actions(self.dist, key, policy, avail)
 
-
     def greedy_policy(self, params, batch: int):
         """(initial carry, policy) for ``batch`` parallel episodes in ``evaluate_greedy``'s form: decentralised
         greedy execution for tools that only hold parameters (exported policies, rendering)."""
