@@ -5,10 +5,15 @@ second copy of the replay buffer in a compiled chunk, and XLA's out-of-memory er
 import dataclasses
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
+from compile_settings import users_compile_environment
 
 import envs
 import jmarl
@@ -94,32 +99,45 @@ GROUPED = dict(buffer_size=20_000, batch_size=8, hidden_dim=8, num_envs=4, eval_
 EVERY = dict(plots=False, checkpoint_every=4)
 
 
+def train_grouped(base: str) -> None:
+    """Four seeds: vectorised two by two on one device (--vmap-block 2, no limit); in two groups of two under
+    a device limit; and in groups again, interrupted after chunk 3 (checkpointed at chunk 2) and resumed.
+    Prints the last two runs' log lines."""
+    base = Path(base)
+    config = jmarl.make_config("vdn", "matrix_qtran", **GROUPED)
+    runner.run(config, seeds=4, out_dir=base / "whole", vmap_block=2, log=lambda line: None, **EVERY)
+    per_run = memory.tree_bytes(abstract_state(config, (), 1))
+    os.environ[memory.LIMIT_VARIABLE] = str(int(2.8 * per_run))  # 0.9 x 2.8 = 2.52 runs' state: 2 fit
+    runner.run(config, seeds=4, out_dir=base / "grouped", log=print, **EVERY)
+    progress = []
+
+    def interrupt_after_three(line):
+        if line.startswith("["):
+            progress.append(line)
+            if len(progress) == 3:
+                raise KeyError("stop")
+
+    try:
+        runner.run(config, seeds=4, out_dir=base / "cut", log=interrupt_after_three, **EVERY)
+    except KeyError:
+        pass
+    else:
+        raise AssertionError("the run was not interrupted")
+    runner.run(config, seeds=4, out_dir=base / "cut", resume=True, log=print, **EVERY)
+
+
 @pytest.fixture(scope="module")
 def grouped_runs(tmp_path_factory):
-    """Four seeds: vectorised two by two on one device (--vmap-block 2, no limit); in two groups of two under
-    a device limit; and in groups again, interrupted after chunk 3 (checkpointed at chunk 2) and resumed."""
+    """:func:`train_grouped` in a process that compiles as users do: the grouped and the vmap-block programs
+    differ in shape, and only the default code generation makes them agree bit for bit."""
     base = tmp_path_factory.mktemp("grouped")
-    config = jmarl.make_config("vdn", "matrix_qtran", **GROUPED)
-    per_run = memory.tree_bytes(abstract_state(config, (), 1))
-    jmarl.program.compile_program.cache_clear()
-    runner.run(config, seeds=4, out_dir=base / "whole", vmap_block=2, log=lambda line: None, **EVERY)
-    lines = []
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(memory.LIMIT_VARIABLE, str(int(2.8 * per_run)))  # 0.9 x 2.8 = 2.52 runs' state: 2 fit
-        runner.run(config, seeds=4, out_dir=base / "grouped", log=lines.append, **EVERY)
-        progress = []
-
-        def interrupt_after_three(line):
-            if line.startswith("["):
-                progress.append(line)
-                if len(progress) == 3:
-                    raise KeyError("stop")
-
-        with pytest.raises(KeyError):
-            runner.run(config, seeds=4, out_dir=base / "cut", log=interrupt_after_three, **EVERY)
-        runner.run(config, seeds=4, out_dir=base / "cut", resume=True, log=lines.append, **EVERY)
-    jmarl.program.compile_program.cache_clear()
-    return base, lines
+    here = Path(__file__).resolve().parent
+    code = f"import sys; sys.path[:0] = [{str(here)!r}, {str(here.parent)!r}]; import test_memory; " \
+           f"test_memory.train_grouped({str(base)!r})"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                          env=users_compile_environment(), cwd=here.parent)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return base, proc.stdout.splitlines()
 
 
 def same_results(a, b):
