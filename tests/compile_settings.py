@@ -2,16 +2,18 @@
 
 Most of the suite's time on a CPU is XLA compiling thousands of small programs that run for moments. The
 session (and every subprocess it starts, through the environment) therefore compiles with LLVM's cheapest
-pipeline and shares one persistent compilation cache between the test workers. The cheap pipeline keeps
-the arithmetic, but it can order a reduction or fuse a multiply-add differently in two programs of
-different shape; a test that compares two such programs bit for bit runs them under
+pipeline and XLA's older CPU fusion emitters, which compile faster (the cheapest pipeline's code runs
+slower; docs/contributing.md has the measured times), and shares one persistent compilation cache between the test workers. The cheap
+pipeline keeps the arithmetic, but it can order a reduction or fuse a multiply-add differently in two
+programs of different shape; a test that compares two such programs bit for bit runs them under
 :func:`users_compile_environment`."""
 
 from __future__ import annotations
 
 import os
 
-FAST_COMPILE_FLAGS = ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true")
+FAST_COMPILE_FLAGS = ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true",
+                      "--xla_cpu_use_fusion_emitters=false")
 
 
 def with_fast_compile_flags(xla_flags: str) -> str:

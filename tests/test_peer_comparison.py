@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -93,9 +92,9 @@ def test_ratios_and_report_follow_from_the_numbers():
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("peer")
-    env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"}
+    # The subprocess inherits the session's fast-compile flags and compilation cache (conftest.py).
     proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--cases", "ippo_ff_mpe", "qmix_rnn_smax_3m",
-                           "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((out / "peer_comparison_quick.json").read_text())
 

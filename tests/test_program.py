@@ -10,13 +10,13 @@ real runs.
 """
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
+from compile_settings import users_compile_environment
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,8 +46,11 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_four_devices_equal_one_device(tmp_path):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu",
-           "PYTHONPATH": str(ROOT)}
+    # Four host devices, compiled as users compile: the session's cheap pipeline can give the sharded program
+    # and the one-device program different last bits.
+    env = users_compile_environment()
+    env.update(XLA_FLAGS=f"{env['XLA_FLAGS']} --xla_force_host_platform_device_count=4".strip(),
+               JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], capture_output=True, text=True,
                           timeout=600, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
