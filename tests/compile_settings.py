@@ -3,10 +3,10 @@
 Most of the suite's time on a CPU is XLA compiling thousands of small programs that run for moments. The
 session (and every subprocess it starts, through the environment) therefore compiles with LLVM's cheapest
 pipeline and XLA's older CPU fusion emitters, which compile faster (the cheapest pipeline's code runs
-slower; docs/contributing.md has the measured times), and shares one persistent compilation cache between the test workers. The cheap
-pipeline keeps the arithmetic, but it can order a reduction or fuse a multiply-add differently in two
-programs of different shape; a test that compares two such programs bit for bit runs them under
-:func:`users_compile_environment`."""
+slower; docs/contributing.md has the measured times), and shares one persistent compilation cache between
+the test workers. The cheap pipeline keeps the arithmetic, but it can order a reduction or fuse a
+multiply-add differently in two programs of different shape; a test that compares two such programs bit
+for bit runs them under :func:`users_compile_environment`."""
 
 from __future__ import annotations
 
