@@ -282,17 +282,17 @@ class _FormationControl(MultiAgentEnv):
     possible inside ``jit``) are treated as the no-op.
     """
 
+    env_name: str
     num_landmarks: int
     landmark_draws: int  # uniform numbers place_landmarks needs
 
     def __init__(
         self,
         *,
-        name: str,
-        num_agents: int,
-        episode_limit: int,
-        vision: float | None,
-        collision_penalty: float,
+        num_agents: int = 5,
+        episode_limit: int = 25,
+        vision: float | None = 1.0,
+        collision_penalty: float = 0.0,
     ):
         _check_int("num_agents", num_agents, 2, MAX_FORMATION_AGENTS)
         _check_int("episode_limit", episode_limit, 1)
@@ -306,7 +306,7 @@ class _FormationControl(MultiAgentEnv):
         self._others = np.array([[j for j in range(n) if j != i] for i in range(n)], np.int32)  # [N, N-1]
         obs_dim = 4 + 2 * self.num_landmarks + 2 * (n - 1)
         self.spec = EnvSpec(
-            name=name,
+            name=self.env_name,
             num_agents=n,
             obs_dim=obs_dim,
             state_dim=n * obs_dim,
@@ -381,24 +381,9 @@ class LineControl(_FormationControl):
     by 5 degree steps until it lies inside (-1, 1)^2 (the reference's rule).  obs_dim = 2N + 6 (16 for N=5).
     """
 
+    env_name = "mpe_line_control"
     num_landmarks = 2
     landmark_draws = 3
-
-    def __init__(
-        self,
-        *,
-        num_agents: int = 5,
-        episode_limit: int = 25,
-        vision: float | None = 1.0,
-        collision_penalty: float = 0.0,
-    ):
-        super().__init__(
-            name="mpe_line_control",
-            num_agents=num_agents,
-            episode_limit=episode_limit,
-            vision=vision,
-            collision_penalty=collision_penalty,
-        )
 
     def place_landmarks(self, u: Array) -> Array:
         return _line_landmarks(u)
@@ -413,24 +398,9 @@ class CircleControl(_FormationControl):
     The landmark starts uniformly in [-0.25, 0.25]^2.  obs_dim = 2N + 4 (14 for N=5).
     """
 
+    env_name = "mpe_circle_control"
     num_landmarks = 1
     landmark_draws = 2
-
-    def __init__(
-        self,
-        *,
-        num_agents: int = 5,
-        episode_limit: int = 25,
-        vision: float | None = 1.0,
-        collision_penalty: float = 0.0,
-    ):
-        super().__init__(
-            name="mpe_circle_control",
-            num_agents=num_agents,
-            episode_limit=episode_limit,
-            vision=vision,
-            collision_penalty=collision_penalty,
-        )
 
     def place_landmarks(self, u: Array) -> Array:
         return _spawn_landmark(u)[None]
