@@ -74,17 +74,21 @@ class Progress:
 
         def beat() -> None:
             while not done.wait(self.heartbeat_s):
+                if done.is_set():  # the chunk ended while this wait returned: say nothing after it
+                    return
                 note = f"chunk {number}/{chunks} running for {format_duration(time.perf_counter() - t0)}"
                 if self.in_place:
                     self._draw(f"{self.last} | {note}" if self.last else note)
                 else:
                     self.log(note)
 
-        threading.Thread(target=beat, name="progress-heartbeat", daemon=True).start()
+        thread = threading.Thread(target=beat, name="progress-heartbeat", daemon=True)
+        thread.start()
         try:
             yield
         finally:
             done.set()
+            thread.join()  # a line being written finishes before the chunk's own progress line
 
     def start(self, done: int) -> None:
         self.t0, self.start_steps = time.perf_counter(), done
