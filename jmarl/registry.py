@@ -26,6 +26,8 @@ ALGORITHMS: dict[str, tuple[type, type, dict, dict, str]] = {
         ("ippo_kl", dpo.VARIANTS["ippo_kl"], "independent PPO with an adaptive KL penalty"),
         ("dpo_no_sqrt", dpo.VARIANTS["dpo_no_sqrt"], "DPO without the sqrt(KL) term"),
         ("dpo_no_kl", dpo.VARIANTS["dpo_no_kl"], "DPO without the KL term"),
+        ("dpo_author", dpo.VARIANTS["dpo_author"], "DPO as the author code runs it (shared, clamped betas from 1.0; "
+                                                   "entropy 0.01, no 1/N; LayerNorm)"),
     ]
 }
 ALGORITHMS.update({

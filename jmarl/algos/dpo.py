@@ -109,6 +109,10 @@ VARIANTS = {
     "ippo_kl": {"use_sqrt": False, "inv_n": False, "ent_coef": 0.01},
     "dpo_no_sqrt": {"use_sqrt": False},
     "dpo_no_kl": {"use_kl": False},
+    # The author code's DPO (PKU-RL/DPO) where it departs from the paper, critic kept decentralised as the
+    # paper's: the code's centralised V would give DPO information IPPO lacks (an option of its own).
+    "dpo_author": {"beta_init": 1.0, "beta_shared": True, "sqrt_target": True, "beta_min": 1e-3, "beta_max": 1e3,
+                   "inv_n": False, "ent_coef": 0.01, "layer_norm": True},
 }
 
 

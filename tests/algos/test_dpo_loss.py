@@ -156,6 +156,23 @@ def test_adapt_betas_without_sqrt_term_keeps_beta1_zero(beta_min):
     np.testing.assert_array_equal(adapt(make("dpo_no_kl"))[:, 1], 0.0)
 
 
+def test_author_code_variant():
+    """dpo_author: betas from 1.0, one shared decision, beta1 against sqrt(d_target), clamped to [1e-3, 1e3].
+
+    KL 0.004, 0.004, 0.011 for agents 0-2: the mean 0.00633 is below 0.00667, so every beta2 halves; the
+    mean sqrt(KL + 1e-6), (0.06325 + 0.06325 + 0.10489) / 3 = 0.0771, is inside sqrt's band (0.0667, 0.15),
+    so every beta1 is kept. Per agent, agent 2 (0.011) would have kept its beta2 and agents 0-1
+    (sqrt 0.063) halved their beta1. The clamp takes 1500 down to 1e3 and 0.00075 up to 1e-3.
+    """
+    algo = make("dpo_author")
+    cfg = algo.config
+    assert (cfg.ent_coef, cfg.inv_n, cfg.layer_norm, cfg.centralised_critic) == (0.01, False, True, False)
+    np.testing.assert_array_equal(algo.init(jax.random.PRNGKey(0)).betas, np.ones((N, 2)))
+    kl = np.broadcast_to(np.array([0.004, 0.004, 0.011], np.float32), (2, 2, 3))
+    betas = np.array([[1.0, 1.0], [1500.0, 0.0015], [0.3, 0.5]], np.float32)
+    np.testing.assert_allclose(adapt(algo, kl, betas), [[1.0, 0.5], [1000.0, 1e-3], [0.3, 0.25]], rtol=1e-6)
+
+
 def test_adapt_betas_disabled_for_ippo():
     """IPPO does not adapt (adapt_betas=False): betas come back unchanged."""
     np.testing.assert_array_equal(adapt(make("ippo")), BETAS)
@@ -292,8 +309,9 @@ def test_entropy_bonus_defaults():
     """Eq. 20 has no entropy term, so DPO and its ablations default to none; IPPO and IPPO-KL keep MAPPO's 0.01.
     (DPO with 0.01 weighs the entropy N times more than IPPO does against its 1/N surrogate.)"""
     coefs = {name: jmarl.make_config(name, "stochastic_game").ent_coef
-             for name in ("dpo", "dpo_no_sqrt", "dpo_no_kl", "ippo", "ippo_kl")}
-    assert coefs == {"dpo": 0.0, "dpo_no_sqrt": 0.0, "dpo_no_kl": 0.0, "ippo": 0.01, "ippo_kl": 0.01}
+             for name in ("dpo", "dpo_no_sqrt", "dpo_no_kl", "ippo", "ippo_kl", "dpo_author")}
+    assert coefs == {"dpo": 0.0, "dpo_no_sqrt": 0.0, "dpo_no_kl": 0.0, "ippo": 0.01, "ippo_kl": 0.01,
+                     "dpo_author": 0.01}
     assert jmarl.make_config("ippo", "stochastic_game", ent_coef=0.05).ent_coef == 0.05  # --set still wins
 
 
