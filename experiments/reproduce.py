@@ -215,8 +215,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{parser.prog}: stopped at the time limit, checkpoints saved; rerun the same command to continue",
               file=sys.stderr)
         return TIME_LIMIT_EXIT
-    except Interrupted as err:
-        print(f"{parser.prog}: {err}", file=sys.stderr)
+    except Interrupted as err:  # finished algorithms and checkpoints stay: the same command continues
+        at = "" if err.env_steps is None else f" at env steps {err.env_steps:,} per run"
+        print(f"{parser.prog}: interrupted{at}, checkpoints saved; rerun the same command to continue",
+              file=sys.stderr)
         return 128 + err.signum
     return 0
 

@@ -67,11 +67,12 @@ class NonFiniteError(RuntimeError):
 
 
 class Interrupted(RuntimeError):
-    """SIGINT / SIGTERM stopped the run after a chunk; ``signum`` is the signal received."""
+    """SIGINT / SIGTERM stopped the run after a chunk; ``signum`` is the signal received, ``env_steps`` the
+    env steps per run when it stopped (None when it stopped before its first chunk)."""
 
-    def __init__(self, message: str, signum: int):
+    def __init__(self, message: str, signum: int, env_steps: int | None = None):
         super().__init__(message)
-        self.signum = signum
+        self.signum, self.env_steps = signum, env_steps
 
 
 class TimeLimitReached(Interrupted):
@@ -177,7 +178,8 @@ def execute(spec: RunSpec, log: Callable[[str], None] = print_line) -> dict[str,
         return _run_programs(spec, log)
     except _Stopped as stopped:
         message = _interrupted_message(stopped.env_steps, spec.out, stopped.saved, stopped.signum == 0)
-        raise (TimeLimitReached if stopped.signum == 0 else Interrupted)(message, stopped.signum) from None
+        raise (TimeLimitReached if stopped.signum == 0 else Interrupted)(message, stopped.signum,
+                                                                          stopped.env_steps) from None
     except _EarlyStop as early:
         if main and early.finished == 0:
             run_dir.remove_unstarted(own, before)

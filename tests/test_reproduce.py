@@ -6,10 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from experiments import presets
+from experiments import presets, reproduce
 from experiments.claims import Claim, judge, parse_claims, per_seed
 from experiments.reproduce import main
 from jmarl.config import ConfigError
+from jmarl.runner import Interrupted
 
 
 def above(**kw):
@@ -131,6 +132,25 @@ def test_a_reproduction_in_two_pieces_then_its_report(tmp_path, monkeypatch, cap
     # the whole budget is done: a third run trains nothing and writes the same verdicts
     assert main(argv[:-2]) == 0
     assert json.loads((out / "reproduction.json").read_text())["claims"] == record["claims"]
+
+
+def test_a_signal_says_to_rerun_the_same_command(tmp_path, monkeypatch, capsys):
+    """SIGTERM during an algorithm (run.py's Interrupted): exit 128 + 15, the piece logged as unfinished, and
+    the advice is this command again, not run.py --resume of one algorithm's directory."""
+    monkeypatch.setattr(presets, "DIRECTORY", tmp_path)
+    (tmp_path / "tiny.toml").write_text(TINY)
+
+    def stopped(*args, **kwargs):
+        raise Interrupted("interrupted at env steps 128; resume with: python experiments/run.py --resume x", 15, 128)
+
+    monkeypatch.setattr(reproduce, "run", stopped)
+    out = tmp_path / "r"
+    assert main(["--preset", "tiny", "--out", str(out)]) == 143
+    err = capsys.readouterr().err
+    assert "interrupted at env steps 128 per run, checkpoints saved; rerun the same command to continue" in err
+    assert "run.py" not in err
+    pieces = json.loads((out / "pieces.json").read_text())
+    assert [p["finished"] for p in pieces] == [False] and set(pieces[0]["wall_s"]) == {"dpo"}
 
 
 def test_results_without_a_checkpoint_are_refused_untouched(tmp_path, monkeypatch, capsys):
