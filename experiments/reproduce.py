@@ -216,9 +216,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return TIME_LIMIT_EXIT
     except Interrupted as err:  # finished algorithms and checkpoints stay: the same command continues
-        at = "" if err.env_steps is None else f" at env steps {err.env_steps:,} per run"
-        print(f"{parser.prog}: interrupted{at}, checkpoints saved; rerun the same command to continue",
-              file=sys.stderr)
+        what = ("before the algorithm's first chunk" if err.env_steps is None
+                else f"at env steps {err.env_steps:,} per run, checkpoints saved")
+        print(f"{parser.prog}: interrupted {what}; rerun the same command to continue", file=sys.stderr)
         return 128 + err.signum
     return 0
 

@@ -134,20 +134,22 @@ def test_a_reproduction_in_two_pieces_then_its_report(tmp_path, monkeypatch, cap
     assert json.loads((out / "reproduction.json").read_text())["claims"] == record["claims"]
 
 
-def test_a_signal_says_to_rerun_the_same_command(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("env_steps, said", [(128, "at env steps 128 per run, checkpoints saved"),
+                                              (None, "before the algorithm's first chunk")])
+def test_a_signal_says_to_rerun_the_same_command(tmp_path, monkeypatch, capsys, env_steps, said):
     """SIGTERM during an algorithm (run.py's Interrupted): exit 128 + 15, the piece logged as unfinished, and
     the advice is this command again, not run.py --resume of one algorithm's directory."""
     monkeypatch.setattr(presets, "DIRECTORY", tmp_path)
     (tmp_path / "tiny.toml").write_text(TINY)
 
     def stopped(*args, **kwargs):
-        raise Interrupted("interrupted at env steps 128; resume with: python experiments/run.py --resume x", 15, 128)
+        raise Interrupted("interrupted; resume with: python experiments/run.py --resume x", 15, env_steps)
 
     monkeypatch.setattr(reproduce, "run", stopped)
     out = tmp_path / "r"
     assert main(["--preset", "tiny", "--out", str(out)]) == 143
     err = capsys.readouterr().err
-    assert "interrupted at env steps 128 per run, checkpoints saved; rerun the same command to continue" in err
+    assert f"reproduce.py: interrupted {said}; rerun the same command to continue" in err
     assert "run.py" not in err
     pieces = json.loads((out / "pieces.json").read_text())
     assert [p["finished"] for p in pieces] == [False] and set(pieces[0]["wall_s"]) == {"dpo"}
