@@ -189,6 +189,7 @@ def test_an_interrupted_sequential_sweep_names_its_top_directory_and_resumes_exa
     with pytest.raises(Interrupted) as err:
         run(FAKE_CONFIG, seeds=2, out_dir=cut, sweep=sweep, plots=False, log=_signal_self_after(3, [signal.SIGTERM]))
     assert str(err.value) == f"interrupted at env steps 120; resume with: python experiments/run.py --resume {cut}"
+    assert err.value.env_steps == 120  # what reproduce.py reports
     assert Checkpoints(cut / "num_envs=2" / "checkpoints").steps()[-1] == 3
     assert not (cut / "num_envs=4").exists()  # the second program never started
     assert run(FAKE_CONFIG, seeds=2, out_dir=cut, sweep=sweep, resume=True, plots=False, log=lambda line: None) == full
