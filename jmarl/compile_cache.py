@@ -11,6 +11,7 @@ from typing import Any
 import jax
 
 COMPILE_CACHE_ENV = "JMARL_COMPILE_CACHE"  # where the command-line tools keep compiled programs
+MIN_COMPILE_TIME_ENV = "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"  # jax's own threshold, kept when given
 
 
 def default_compile_cache() -> Path:
@@ -26,8 +27,10 @@ def use_compile_cache(directory: str | Path | None = None) -> str | None:
     """Turn on jax's persistent compilation cache in ``directory`` (default :func:`default_compile_cache`), so
     that a program compiled once loads in seconds in later processes; call it before anything compiles.
     jax's own setting (``JAX_COMPILATION_CACHE_DIR``) is kept when given. Returns the directory in use, or None
-    when it cannot be created (the run then compiles as usual). jax caches what took at least
-    ``jax_persistent_cache_min_compile_time_secs`` (1 s) to compile: the init and chunk programs."""
+    when it cannot be created (the run then compiles as usual). Every program is stored, however quick its
+    compile (``jax_persistent_cache_min_compile_time_secs`` 0 unless ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS``
+    says otherwise): at jax's 1 s a program compiling near the threshold is stored by one process and not by
+    the next, so a repeated run would compile some of it again, depending on how busy the machine is."""
     current = jax.config.jax_compilation_cache_dir
     if current:
         return current
@@ -37,6 +40,8 @@ def use_compile_cache(directory: str | Path | None = None) -> str | None:
     except OSError:
         return None
     jax.config.update("jax_compilation_cache_dir", str(path))
+    if MIN_COMPILE_TIME_ENV not in os.environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     return str(path)
 
 

@@ -261,6 +261,20 @@ def test_resume_with_a_larger_budget_equals_a_run_started_with_it(tmp_path, caps
         assert (short / name).read_bytes() == (long / name).read_bytes(), name
 
 
+def test_the_compile_cache_stores_quick_programs_unless_jax_is_told_otherwise(tmp_path):
+    """At jax's 1 s threshold a program compiling near it is stored by one process and not by the next, so the
+    tools store every program; jax's own setting, when given, is kept."""
+    probe = ("import jax; from jmarl.compile_cache import use_compile_cache; import sys; "
+             "print(use_compile_cache(sys.argv[1]), jax.config.jax_persistent_cache_min_compile_time_secs)")
+    base = {k: v for k, v in os.environ.items()
+            if k != "JAX_COMPILATION_CACHE_DIR" and not k.startswith("JAX_PERSISTENT_CACHE")}
+    for extra, expected in (({}, "0.0"), ({"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "2.5"}, "2.5")):
+        proc = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "xla")], capture_output=True, text=True,
+                              timeout=120, env={**base, **extra})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert proc.stdout.split() == [str(tmp_path / "xla"), expected]
+
+
 def test_the_persistent_compile_cache_gives_the_same_bits(tmp_path):
     """Two fresh processes with the cache in tmp_path: the second loads the programs from it; results are equal."""
     cache = tmp_path / "xla"
