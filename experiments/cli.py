@@ -22,3 +22,12 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:
         self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
+
+
+CPU_DEVICES_HELP = ("split this machine's CPU into K jax devices, so the runs train on K cores at once (without an "
+                    "accelerator; the runs are split over them as over GPUs). Default: jax's, one device")
+
+
+def add_cpu_devices(p: argparse.ArgumentParser) -> None:
+    """The ``--cpu-devices K`` option (applied with :func:`jmarl.devices.use_cpu_devices` before jax starts)."""
+    p.add_argument("--cpu-devices", type=int, default=None, metavar="K", help=CPU_DEVICES_HELP)

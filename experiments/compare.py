@@ -35,11 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import envs  # noqa: E402
 import jmarl  # noqa: E402
 from experiments import presets  # noqa: E402
-from experiments.cli import Parser, description  # noqa: E402
+from experiments.cli import Parser, add_cpu_devices, description  # noqa: E402
 from jmarl.checkpoint import CheckpointError  # noqa: E402
 from jmarl.compile_cache import use_compile_cache  # noqa: E402
 from jmarl.config import ConfigError, parse_value  # noqa: E402
 from jmarl.core import plan  # noqa: E402
+from jmarl.devices import use_cpu_devices  # noqa: E402
 from jmarl.memory import use_more_device_memory  # noqa: E402
 from jmarl.registry import config_class, make_algorithm  # noqa: E402
 from jmarl.results import read_rows  # noqa: E402
@@ -59,6 +60,7 @@ def build_parser() -> Parser:
     p.add_argument("--set", action="append", default=[], metavar="[ALGO.]KEY=VALUE",
                    help="override a hyperparameter for every algorithm that has it, or for ALGO only")
     p.add_argument("--devices", type=int, default=None, help="use the first K devices (default: all)")
+    add_cpu_devices(p)
     p.add_argument("--out", required=True, help="comparison directory")
     return p
 
@@ -227,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:  # as a script: the persistent compilation cache, as run.py (calls from code leave jax alone)
         use_compile_cache()
     try:
+        if args.cpu_devices is not None:
+            use_cpu_devices(args.cpu_devices)
         out = Path(args.out)
         if bool(args.algos or args.preset) == bool(args.runs):
             raise ConfigError("give either --algos (with --env) or --preset to train, or --runs to collect")

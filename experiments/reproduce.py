@@ -36,11 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments import presets  # noqa: E402
 from experiments.claims import Verdict, judge, per_seed  # noqa: E402
-from experiments.cli import Parser, description  # noqa: E402
+from experiments.cli import Parser, add_cpu_devices, description  # noqa: E402
 from experiments.compare import check_budgets, compare, resolve  # noqa: E402
 from jmarl.checkpoint import CheckpointError  # noqa: E402
 from jmarl.compile_cache import use_compile_cache  # noqa: E402
 from jmarl.config import ConfigError  # noqa: E402
+from jmarl.devices import use_cpu_devices  # noqa: E402
 from jmarl.memory import use_more_device_memory  # noqa: E402
 from jmarl.registry import make_config  # noqa: E402
 from jmarl.results import read_rows  # noqa: E402
@@ -68,6 +69,7 @@ def build_parser() -> Parser:
     p.add_argument("--no-checkpoint-replay", action="store_true",
                    help="leave the off-policy replay buffers out of the checkpoints")
     p.add_argument("--devices", type=int, default=None, help="use the first K devices (default: all)")
+    add_cpu_devices(p)
     return p
 
 
@@ -190,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     wall: dict[str, float] = {}
     out = Path(args.out)
     try:
+        if args.cpu_devices is not None:
+            use_cpu_devices(args.cpu_devices)
         preset = presets.load(args.preset)
         if args.time_limit is not None and not args.time_limit > 0:
             raise ConfigError(f"--time-limit must be > 0 minutes, got {args.time_limit}")

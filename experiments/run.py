@@ -43,12 +43,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import envs  # noqa: E402
 import jmarl  # noqa: E402
 from experiments import presets  # noqa: E402
-from experiments.cli import Parser  # noqa: E402
+from experiments.cli import CPU_DEVICES_HELP, Parser  # noqa: E402
 from experiments.config_file import ConfigFile, integer, load_config_file  # noqa: E402
 from jmarl.checkpoint import CheckpointError  # noqa: E402
 from jmarl.compile_cache import use_compile_cache  # noqa: E402
 from jmarl.config import ConfigError, parse_value, suggest, validate  # noqa: E402
-from jmarl.devices import initialize_distributed  # noqa: E402
+from jmarl.devices import initialize_distributed, use_cpu_devices  # noqa: E402
 from jmarl.loggers import BACKENDS, missing_backend  # noqa: E402
 from jmarl.memory import use_more_device_memory  # noqa: E402
 from jmarl.registry import config_class  # noqa: E402
@@ -86,6 +86,7 @@ def build_parser() -> Parser:
     p.add_argument("--no-save", action="store_true", help="write no results directory (nothing to resume from)")
     p.add_argument("--resume", default=None, metavar="DIR", help="continue the run in DIR from its latest checkpoint")
     p.add_argument("--devices", type=integer, default=None, help="use the first K devices (default: all visible)")
+    p.add_argument("--cpu-devices", type=integer, default=None, metavar="K", help=CPU_DEVICES_HELP)
     p.add_argument("--vmap-block", type=integer, default=None, metavar="B",
                    help="runs vectorised together on a device, more run in sequence (bounds memory; the same B "
                         "gives bit-identical results on any device count; default: all of a device's runs)")
@@ -374,6 +375,8 @@ def main(argv: list[str] | None = None, *, compile_cache: bool | None = None) ->
     use_more_device_memory()
     spec = None
     try:
+        if args.cpu_devices is not None:
+            use_cpu_devices(args.cpu_devices)
         if (argv is None if compile_cache is None else compile_cache) and not args.no_compile_cache and not args.check:
             use_compile_cache()
         if not args.check:

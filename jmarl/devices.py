@@ -39,6 +39,32 @@ def initialize_distributed(force: bool = False) -> bool:
     return True
 
 
+def use_cpu_devices(count: int) -> None:
+    """Split the host CPU into ``count`` jax devices, so that a run's seeds train on several cores at once
+    (jax runs each CPU device's program on about one core; the run axis is then split over them as over
+    GPUs). It must run before anything touches a device; later it is accepted only when the count is
+    already ``count``. It changes nothing where the runs go to an accelerator."""
+    if count < 1:
+        raise ConfigError(f"--cpu-devices must be >= 1, got {count}")
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError:  # jax has started in this process: its CPU devices are fixed now
+        if len(jax.devices("cpu")) != count:
+            raise ConfigError(f"--cpu-devices {count}: jax has already started in this process with "
+                              f"{len(jax.devices('cpu'))} CPU device(s); give it when the process starts") from None
+
+
+def cpu_split_hint(runs: int) -> str | None:
+    """A line for a run whose several runs share the one CPU device of a machine with several cores."""
+    cores = os.cpu_count() or 1
+    chosen = jax.config.jax_num_cpu_devices != -1  # use_cpu_devices was called: the split is the user's
+    if chosen or jax.default_backend() != "cpu" or jax.device_count() != 1 or runs < 2 or cores < 2:
+        return None
+    k = min(runs, cores)
+    return (f"the {runs} runs share one CPU device on a {cores}-core machine: --cpu-devices {k} (in code, "
+            f"jmarl.devices.use_cpu_devices({k}) before jax starts) trains them on {k} cores at once")
+
+
 def is_main_process() -> bool:
     """Only process 0 logs and writes results files (every process takes part in checkpoints)."""
     return jax.process_index() == 0

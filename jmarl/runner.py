@@ -249,6 +249,8 @@ def _run_program(spec: RunSpec, program: ProgramSpec, log: Callable[[str], None]
             + (f" x {len(points)} sweep points" if traced else "")
             + f" = {runs} runs on {program.devices} device(s); {p.num_chunks} chunks of {p.updates_per_chunk} "
             f"updates x {p.steps_per_update} env steps (this can take a minute)")
+        if hint := dev.cpu_split_hint(runs):
+            log(hint)
         t0, cached = time.perf_counter(), CacheEvents()
         with cached:
             prog = compile_program(program)

@@ -93,9 +93,11 @@ NUMBER = kinds(
 )
 OPTION = kinds(
     st.one_of(choice(GOOD, "--devices", ["1"]), choice(GOOD, "--vmap-block", ["1", "8"]),
+              choice(GOOD, "--cpu-devices", ["1"]),  # jax's one CPU device here; another count only as a script
               choice(GOOD, "--checkpoint-every", ["0", "5"]), choice(GOOD, "--keep-checkpoints", ["1", "3"]),
               st.sampled_from(["--no-plots", "--no-checkpoints", "--distributed"]).map(lambda f: (GOOD, [f]))),
     choice(BAD, "--devices", ["0", "-1", "999"]),
+    choice(BAD, "--cpu-devices", ["0", "-2", "1.5"]),
     choice(BAD, "--vmap-block", ["0", "-4"]),
     choice(BAD, "--checkpoint-every", ["-1"]),
     choice(BAD, "--keep-checkpoints", ["0", "-2"]),

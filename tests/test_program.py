@@ -10,6 +10,7 @@ real runs.
 """
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -88,3 +89,49 @@ def test_vmap_runs_gives_each_run_its_own_result_batched_or_alone():
         np.testing.assert_allclose(out["sum"], x.sum(axis=1) + y, rtol=1e-6)
         np.testing.assert_allclose(out["scaled"], 2.0 * x, rtol=1e-6)
         assert out["sum"].shape == (runs,) and out["scaled"].shape == (runs, 4)
+
+
+def test_cpu_devices_splits_the_runs_over_cores_with_the_same_results(tmp_path):
+    """run.py --cpu-devices 2: three seeds on two CPU devices (padded to four); with --vmap-block 1 every
+    run is computed alone either way, so the metrics equal the one-device run's. The one-device run
+    on a machine with several cores says how to split; the split run does not."""
+    env = users_compile_environment()
+    env.update(JAX_PLATFORMS="cpu")
+    tiny = [sys.executable, str(ROOT / "experiments" / "run.py"), "--algo", "ippo", "--env", "matrix_dpo4",
+            "--set", "num_envs=2", "--set", "num_steps=5", "--set", "hidden_dim=4", "--set", "eval_every=2",
+            "--set", "eval_episodes=1", "--no-plots", "--total-steps", "40", "--no-checkpoints", "--seeds", "3",
+            "--vmap-block", "1", "--no-compile-cache"]
+    logs = {}
+    for name, extra in (("one", []), ("split", ["--cpu-devices", "2"])):
+        proc = subprocess.run(tiny + extra + ["--out", str(tmp_path / name)], capture_output=True, text=True,
+                              timeout=600, env=env, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        logs[name] = proc.stdout
+    assert "= 3 runs on 2 device(s)" in logs["split"] and "= 3 runs on 1 device(s)" in logs["one"]
+    hint = "the 3 runs share one CPU device"
+    assert "--cpu-devices" not in logs["split"]
+    assert (hint in logs["one"]) == ((os.cpu_count() or 1) > 1), logs["one"]
+    # The same vectorised groups; XLA:CPU's threading follows the device count, which may move last bits
+    # (docs/runner.md), so the numbers are compared to float32 precision rather than byte for byte.
+    rows = {name: [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+            for name in ("one", "split")}
+    assert [sorted(r) for r in rows["one"]] == [sorted(r) for r in rows["split"]] and len(rows["one"]) == 6
+    for a, b in zip(rows["one"], rows["split"], strict=True):
+        np.testing.assert_allclose([a[k] for k in sorted(a)], [b[k] for k in sorted(a)], rtol=1e-5, atol=1e-6)
+
+
+def test_use_cpu_devices_refuses_a_count_jax_cannot_take_any_more():
+    """In a process where jax has started, the count it already has is accepted and any other refused."""
+    import jax
+    import pytest
+
+    from jmarl.config import ConfigError
+    from jmarl.devices import cpu_split_hint, use_cpu_devices
+
+    have = len(jax.devices("cpu"))
+    use_cpu_devices(have)
+    with pytest.raises(ConfigError, match=rf"--cpu-devices {have + 1}: jax has already started"):
+        use_cpu_devices(have + 1)
+    with pytest.raises(ConfigError, match="--cpu-devices must be >= 1, got 0"):
+        use_cpu_devices(0)
+    assert cpu_split_hint(1) is None  # one run: nothing to split
