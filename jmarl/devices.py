@@ -61,8 +61,8 @@ def cpu_split_hint(runs: int) -> str | None:
     if chosen or jax.default_backend() != "cpu" or jax.device_count() != 1 or runs < 2 or cores < 2:
         return None
     k = min(runs, cores)
-    return (f"the {runs} runs share one CPU device on a {cores}-core machine: --cpu-devices {k} (in code, "
-            f"jmarl.devices.use_cpu_devices({k}) before jax starts) trains them on {k} cores at once")
+    return (f"the {runs} runs share one CPU device on a {cores}-core machine: --cpu-devices {k} spreads them over "
+            f"{k} cores, often faster for small recurrent networks (docs/runner.md, Devices)")
 
 
 def is_main_process() -> bool:
