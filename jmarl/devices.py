@@ -57,8 +57,9 @@ def use_cpu_devices(count: int) -> None:
 def cpu_split_hint(runs: int) -> str | None:
     """A line for a run whose several runs share the one CPU device of a machine with several cores."""
     cores = os.cpu_count() or 1
-    chosen = jax.config.jax_num_cpu_devices != -1  # use_cpu_devices was called: the split is the user's
-    if chosen or jax.default_backend() != "cpu" or jax.device_count() != 1 or runs < 2 or cores < 2:
+    if jax.default_backend() != "cpu" or jax.device_count() != 1 or runs < 2 or cores < 2:
+        return None
+    if getattr(jax.config, "jax_num_cpu_devices", -1) != -1:  # use_cpu_devices was called: the user's split
         return None
     k = min(runs, cores)
     return (f"the {runs} runs share one CPU device on a {cores}-core machine: --cpu-devices {k} spreads them over "
