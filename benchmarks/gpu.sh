@@ -38,121 +38,16 @@ T_START=$(date +%s%N)
 # --tiny: timeouts x3 (a 2-core CPU compiles these programs in 30-60 s, like the GPU, but runs them slower)
 if ((TINY)); then BUDGET=${GPU_BUDGET_S:-3000} TSCALE=3; else BUDGET=${GPU_BUDGET_S:-480} TSCALE=1; fi
 : > "$OUT/steps.txt"
+# shellcheck source=benchmarks/device_steps.sh
+source benchmarks/device_steps.sh
 
-now_ms() { echo $(( ($(date +%s%N) - T_START) / 1000000 )); }
-secs() { printf '%d.%d' $(( $1 / 1000 )) $(( $1 % 1000 / 100 )); }  # milliseconds -> seconds, one decimal
-
-note() { echo "$*" | tee -a "$OUT/steps.txt"; }
-
-# fits NEEDS NAME...: true when NEEDS seconds of the budget are left (10 s kept for the kill grace and the
-# summary); otherwise a skip line for each NAME.
-fits() {
-    local needs=$1 name
-    shift
-    local left=$(( BUDGET - $(now_ms) / 1000 - 10 ))
-    (( left >= needs )) && return 0
-    for name in "$@"; do
-        note "$(printf '%-16s skipped: %ss of the budget left, needs %ss' "$name" "$((left > 0 ? left : 0))" "$needs")"
-    done
-    return 1
-}
-
-# run_step NAME TIMEOUT_S NEEDS_S CMD...: runs CMD under `timeout` (TIMEOUT_S, cut to the budget left),
-# output to OUTDIR/NAME.log, a status line to steps.txt; skipped when less than NEEDS_S of the budget is left.
-run_step() {
-    local name=$1 limit=$(($2 * TSCALE)) needs=$3
-    shift 3
-    fits "$needs" "$name" || return
-    local left=$(( BUDGET - $(now_ms) / 1000 - 10 ))
-    (( limit > left )) && limit=$left
-    local t0
-    t0=$(now_ms)
-    echo "[$(date +%T)] $name (timeout ${limit}s): $*"
-    timeout -k 5 "$limit" "$@" > "$OUT/$name.log" 2>&1
-    local rc=$?
-    local dt=$(( $(now_ms) - t0 ))
-    local flag=""
-    (( rc == 124 || rc == 137 )) && flag="  TIMED OUT"
-    printf '%-16s rc=%-3s wall_s=%-6s timeout_s=%s%s\n' "$name" "$rc" "$(secs "$dt")" "$limit" "$flag" \
-        | tee -a "$OUT/steps.txt"
-}
-
-# ----- wheels -------------------------------------------------------------------------------------------
+# ----- wheels and environment ---------------------------------------------------------------------------
 
 PEER_OK=1
-importable() { "$PY" -c 'import jaxmarl, distrax, flashbax, gymnax' > /dev/null 2>&1; }
-MODE=${WHEELS_INSTALL:-$( ((TINY)) && echo auto || echo always)}
-t0=$(now_ms)
-if [[ ! -d .whl ]] || ! compgen -G '.whl/*.whl' > /dev/null; then
-    export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
-    if importable; then
-        note "install         skipped: no .whl/ wheels folder; jaxmarl, distrax, flashbax, gymnax import already"
-    else
-        PEER_OK=0
-        note "install         skipped: no .whl/ wheels folder: the peer steps are skipped (jmarl's SMAX needs jaxmarl too)"
-    fi
-elif [[ $MODE == never ]] || { [[ $MODE == auto ]] && PYTHONPATH=$PWD importable; }; then
-    export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
-    if importable; then
-        note "install         skipped (WHEELS_INSTALL=$MODE): $PY imports jaxmarl, distrax, flashbax, gymnax already"
-    else
-        PEER_OK=0
-        note "install         skipped (WHEELS_INSTALL=$MODE): jaxmarl, distrax, flashbax or gymnax missing: the peer steps are skipped"
-    fi
-else
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" .whl/*.whl \
-        > "$OUT/install.log" 2>&1
-    rc=$?
-    export PYTHONPATH=$SITE:$PWD PYTHONUNBUFFERED=1
-    # Dependencies of those wheels that the image may lack: install a wheel only when its module is not
-    # found (so nothing the image has is shadowed). seaborn (gymnax imports it, only its render code uses
-    # it; it would bring pandas) becomes an empty module when absent.
-    missing=$("$PY" - <<'EOF' 2>> "$OUT/install.log"
-import importlib.util, pathlib
-modules = {"jaxtyping": "jaxtyping", "wadler_lindig": "wadler_lindig", "six": "six", "attrs": "attr",
-           "wrapt": "wrapt", "cloudpickle": "cloudpickle", "matplotlib": "matplotlib", "contourpy": "contourpy",
-           "cycler": "cycler", "fonttools": "fontTools", "kiwisolver": "kiwisolver", "packaging": "packaging",
-           "pillow": "PIL", "pyparsing": "pyparsing", "python_dateutil": "dateutil",
-           "safetensors": "safetensors"}
-for wheel in sorted(pathlib.Path(".whl/extra").glob("*.whl")):
-    dist = wheel.name.split("-")[0].lower()
-    if dist in modules and importlib.util.find_spec(modules[dist]) is None:
-        print(wheel)
-EOF
-)
-    if [[ -n $missing ]]; then
-        # shellcheck disable=SC2086
-        "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" $missing \
-            >> "$OUT/install.log" 2>&1 || rc=$?
-    fi
-    if ! "$PY" -c 'import seaborn' > /dev/null 2>&1; then
-        mkdir -p "$SITE/seaborn" && echo '"""Empty stand-in: only render code uses seaborn."""' > "$SITE/seaborn/__init__.py"
-        missing="$missing seaborn(stub)"
-    fi
-    printf '%-16s rc=%-3s wall_s=%-6s extra:%s\n' install "$rc" "$(secs $(( $(now_ms) - t0 )))" \
-        "$(echo " ${missing:-none}" | sed 's#\.whl/extra/##g; s#-[^ ]*\.whl##g' | tr '\n' ' ')" | tee -a "$OUT/steps.txt"
-    importable || PEER_OK=0
-fi
+install_wheels "${WHEELS_INSTALL:-$( ((TINY)) && echo auto || echo always)}" jaxmarl distrax flashbax gymnax \
+    || { PEER_OK=0; note "peer            skipped: jaxmarl, distrax, flashbax or gymnax missing (jmarl's SMAX needs jaxmarl too)"; }
 [[ -f .peer/peer_bench.py ]] || { PEER_OK=0; note "peer            skipped: no .peer/peer_bench.py"; }
-
-# ----- environment --------------------------------------------------------------------------------------
-
-{
-    echo "date: $(date -u +%FT%TZ)  tiny: $TINY  budget_s: $BUDGET  python: $PY  PYTHONPATH: $PYTHONPATH"
-    git log -1 --format='commit: %H %s' 2>/dev/null
-    git status --short 2>/dev/null | sed 's/^/changed: /'
-    command -v nvidia-smi > /dev/null && timeout 30 nvidia-smi
-    timeout 90 "$PY" -c 'import jax; print(jax.devices(), jax.__version__)' 2>&1
-    timeout 60 "$PY" -c '
-import importlib.metadata as m
-for p in ("jaxlib", "flax", "optax", "chex", "orbax-checkpoint", "numpy", "jaxmarl", "distrax", "flashbax",
-          "gymnax", "tfp-nightly", "matplotlib", "jaxtyping"):
-    try:
-        print(p, m.version(p))
-    except m.PackageNotFoundError:
-        print(p, "absent")' 2>&1
-} > "$OUT/env.txt" 2>&1
-echo "env.txt: $(grep -m1 '^\[.*Device' "$OUT/env.txt" | head -c 200)"
+write_env "$TINY"
 
 # ----- the steps ----------------------------------------------------------------------------------------
 # Timeouts (s) are for the H200, where compiling takes about 20-60 s a program. Each comparison step is one
