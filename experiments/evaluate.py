@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None, *, compile_cache: bool | None = None) ->
                 print(f"wrote {paths[0]}")
             return 0
 
-        config, state, meta, record = load_checkpoint(path, args.step)
+        config, state, meta, record = load_checkpoint(path, args.step, replay=False)  # evaluation needs no buffer
         traced = {k: tuple(v) for k, v in meta.get("sweep", {}).items()}
         r = pick_run(meta, traced, args.seed, args.point)
         if args.export or args.render:

@@ -344,10 +344,12 @@ class Checkpoints:
                               f"{detail}; resume with the run's own settings (its config.json)")
 
     def restore(self, target: Any, step: int | None = None, expect: dict[str, Any] | None = None,
-                later_fields: dict[str, Any] | None = None) -> tuple[Any, dict]:
+                later_fields: dict[str, Any] | None = None, partial: bool = False) -> tuple[Any, dict]:
         """Restore into ``target``'s structure: a pytree of ``jax.ShapeDtypeStruct`` with shardings
         (global arrays) or of NumPy arrays (host copies). ``expect`` is the run's identity
-        (``fingerprint(expect)`` must match the record's, or :func:`same_run` hold with ``later_fields``)."""
+        (``fingerprint(expect)`` must match the record's, or :func:`same_run` hold with ``later_fields``).
+        ``partial``: ``target`` may leave out stored leaves (a state without its replay buffer), which are
+        then not read at all."""
         step = self._step(step)
         record = self.record(step)
         if expect is not None:
@@ -358,13 +360,21 @@ class Checkpoints:
         except Exception as err:
             raise self._damaged(step, "state metadata") from err
         expected = leaf_table(target)
+        if partial:
+            stored = {k: v for k, v in stored.items() if k in expected}
         if stored != expected:
             raise CheckpointError(f"checkpoint {step} under {self.directory} does not match this program's "
                                   f"train state: {describe_mismatch(expected, stored)}")
-        args = ocp.args.Composite(state=ocp.args.StandardRestore(target))
         quiet_late_reads()
         try:
-            state = self.manager.restore(step, args=args)["state"]
+            if partial:  # the manager's state handler reads whole trees: a PyTree reader of the same files
+                restore_args = ocp.checkpoint_utils.construct_restore_args(target)
+                args = ocp.args.PyTreeRestore(target, restore_args, partial_restore=True)
+                with ocp.PyTreeCheckpointer() as reader:
+                    state = reader.restore(self.step_dir(step) / "state", args=args)
+            else:
+                args = ocp.args.Composite(state=ocp.args.StandardRestore(target))
+                state = self.manager.restore(step, args=args)["state"]
         except Exception as err:
             raise self._damaged(step, "arrays") from err
         return state, record

@@ -34,7 +34,7 @@ import numpy as np
 
 import envs
 from jmarl import sweep as sw
-from jmarl.checkpoint import Checkpoints, replay_omitted, without_replay
+from jmarl.checkpoint import Checkpoints, has_replay, replay_omitted, without_replay
 from jmarl.config import ConfigError, defaults_of_later_fields, validate
 from jmarl.core import Plan
 from jmarl.registry import config_class
@@ -223,24 +223,30 @@ def run_options(meta: dict[str, Any], **overrides: Any) -> RunOptions:
     return RunOptions(**values)
 
 
-def load_checkpoint(run_dir: str | Path, step: int | None = None) -> tuple[Any, Any, dict[str, Any], dict[str, Any]]:
+def load_checkpoint(run_dir: str | Path, step: int | None = None, replay: bool = True,
+                    ) -> tuple[Any, Any, dict[str, Any], dict[str, Any]]:
     """(config, host train state with the run axis first, config.json record, checkpoint record) of the
     latest (or ``step``-th) checkpoint of a program's results directory. Run r is sweep point
     r // seeds, seed r % seeds, points in ``sweep.grid`` order. The state's replay buffer is None when
-    the checkpoint was written without it."""
+    the checkpoint was written without it, or with ``replay=False``: the buffer is then not read, so
+    evaluating a run whose buffers are GiBs takes the memory of its networks only."""
     config, meta = read_run(run_dir)
     if meta.get("sequential"):
         raise ConfigError(f"{run_dir} holds one program per value of {', '.join(meta['sequential'])}; "
                           f"pick one of its subdirectories")
     traced = {k: tuple(v) for k, v in meta.get("sweep", {}).items()}
     runs = len(sw.grid(traced)) * meta["seeds"]
-    target = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), abstract_state(config, tuple(traced), runs))
+    abstract = abstract_state(config, tuple(traced), runs)
     ckpt = Checkpoints(Path(run_dir) / "checkpoints")
     try:
-        if replay_omitted(ckpt.record(step)):
-            target = without_replay(target)
+        omitted = replay_omitted(ckpt.record(step))
+        skipped = not replay and not omitted and has_replay(abstract)  # stored, and left unread
+        if omitted or not replay:
+            abstract = without_replay(abstract)
+        target = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), abstract)
         identity = run_identity(config, meta["seeds"], meta["base_seed"], traced)
-        state, record = ckpt.restore(target, step, expect=identity, later_fields=defaults_of_later_fields(config))
+        state, record = ckpt.restore(target, step, expect=identity, later_fields=defaults_of_later_fields(config),
+                                     partial=skipped)
     finally:
         ckpt.close()
     return config, state, meta, record

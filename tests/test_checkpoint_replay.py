@@ -271,3 +271,16 @@ def test_the_command_line_flag(runs, capsys):
     assert checked("--resume", str(cut)) is False  # the run's own setting, from its config.json
     assert checked("--resume", str(cut), "--checkpoint-replay") is True
     assert json.loads((cut / "config.json").read_text())["checkpoint_replay"] is False
+
+
+def test_loading_without_the_buffer_skips_it_and_keeps_everything_else(runs):
+    """``load_checkpoint(replay=False)`` (what evaluate.py uses) on a checkpoint that holds the buffer: the
+    buffer comes back as None, every other array as stored."""
+    full, *_ = runs
+    _, whole, _, _ = load_checkpoint(full, RESUME_AT)
+    _, light, _, record = load_checkpoint(full, RESUME_AT, replay=False)
+    assert getattr(light, REPLAY_FIELD) is None and record["replay_buffer"] == "saved"
+    a, b = jax.tree.leaves(whole.replace(buffer=None)), jax.tree.leaves(light)
+    assert len(a) == len(b) > 10
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
