@@ -1,14 +1,31 @@
 # shellcheck shell=bash
-# Shared by the prepared device scripts (benchmarks/gpu.sh, experiments/reproduce_on_device.sh): steps
-# under their own timeouts inside one time budget, the wheel install, and the machine's description.
-# Source it from the project root after setting:
-#   OUT      the results folder (absolute)
-#   PY       the python to run
-#   SITE     where the wheels are installed (--target)
-#   BUDGET   seconds from T_START within which every step must end
+# Shared by the prepared device scripts (benchmarks/gpu.sh, experiments/reproduce_on_device.sh): the start
+# (arguments, folders), steps under their own timeouts inside one time budget, the wheel install, and the
+# machine's description. A script sources it, calls start_device_script, then sets:
+#   BUDGET   seconds from the start within which every step must end
 #   TSCALE   a factor for every step's timeout (3 for a rehearsal on a CPU, else 1)
-#   T_START  $(date +%s%N) at the start
-# It defines now_ms, secs, note, fits, run_step, install_wheels and write_env.
+# Environment: PYTHON (python3), SITE (/tmp/site: where the wheels are installed).
+
+# start_device_script USAGE "$@": OUTDIR [--tiny] from the arguments (USAGE and exit 2 otherwise); sets TINY,
+# OUT (absolute, with an empty steps.txt), PY, SITE and T_START, and moves to the project root.
+start_device_script() {
+    local usage=$1
+    shift
+    if [[ $# -lt 1 || $1 == -* ]]; then
+        echo "usage: $usage" >&2
+        exit 2
+    fi
+    TINY=0
+    # shellcheck disable=SC2034  # read by the calling script
+    [[ ${2:-} == --tiny ]] && TINY=1
+    mkdir -p "$1" || exit 2
+    OUT=$(cd "$1" && pwd)
+    cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
+    PY=${PYTHON:-python3}
+    SITE=${SITE:-/tmp/site}
+    T_START=$(date +%s%N)
+    : > "$OUT/steps.txt"
+}
 
 now_ms() { echo $(( ($(date +%s%N) - T_START) / 1000000 )); }
 secs() { printf '%d.%d' $(( $1 / 1000 )) $(( $1 % 1000 / 100 )); }  # milliseconds -> seconds, one decimal

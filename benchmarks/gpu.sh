@@ -22,24 +22,11 @@
 # --tiny: the same steps at tiny sizes, a rehearsal on a CPU (a few minutes on 2 cores), not a measurement.
 
 set -u
-
-if [[ $# -lt 1 || $1 == -* ]]; then
-    echo "usage: bash benchmarks/gpu.sh OUTDIR [--tiny]" >&2
-    exit 2
-fi
-TINY=0
-[[ ${2:-} == --tiny ]] && TINY=1
-mkdir -p "$1" || exit 2
-OUT=$(cd "$1" && pwd)
-cd "$(dirname "$0")/.." || exit 2
-PY=${PYTHON:-python3}
-SITE=${SITE:-/tmp/site}
-T_START=$(date +%s%N)
+# shellcheck source=benchmarks/device_steps.sh
+source "$(dirname "$0")/device_steps.sh" || exit 2
+start_device_script "bash benchmarks/gpu.sh OUTDIR [--tiny]" "$@"
 # --tiny: timeouts x3 (a 2-core CPU compiles these programs in 30-60 s, like the GPU, but runs them slower)
 if ((TINY)); then BUDGET=${GPU_BUDGET_S:-3000} TSCALE=3; else BUDGET=${GPU_BUDGET_S:-480} TSCALE=1; fi
-: > "$OUT/steps.txt"
-# shellcheck source=benchmarks/device_steps.sh
-source benchmarks/device_steps.sh
 
 # ----- wheels and environment ---------------------------------------------------------------------------
 

@@ -31,19 +31,9 @@
 # --tiny: the same plan at tiny sizes with 2 seeds, a rehearsal on a CPU, not a measurement.
 
 set -u
-
-if [[ $# -lt 1 || $1 == -* ]]; then
-    echo "usage: bash experiments/reproduce_on_device.sh OUTDIR [--tiny]" >&2
-    exit 2
-fi
-TINY=0
-[[ ${2:-} == --tiny ]] && TINY=1
-mkdir -p "$1" || exit 2
-OUT=$(cd "$1" && pwd)
-cd "$(dirname "$0")/.." || exit 2
-PY=${PYTHON:-python3}
-SITE=${SITE:-/tmp/site}
-T_START=$(date +%s%N)
+# shellcheck source=benchmarks/device_steps.sh
+source "$(dirname "$0")/../benchmarks/device_steps.sh" || exit 2
+start_device_script "bash experiments/reproduce_on_device.sh OUTDIR [--tiny]" "$@"
 if ((TINY)); then BUDGET=${DEVICE_BUDGET_S:-900}; else BUDGET=${DEVICE_BUDGET_S:-540}; fi
 TSCALE=1
 REPRO_DIR=${REPRO_DIR:-runs/device}
@@ -51,9 +41,6 @@ REPRO_IN=${REPRO_IN:-.repro}
 PACK_S=30      # kept for packing the progress at the end
 CHUNK_S=90     # room past the time limit: the next algorithm's compile (not counted as training) and a chunk
 START_S=120    # the least budget worth starting a reproduction with (compiling takes 20-60 s a program)
-: > "$OUT/steps.txt"
-# shellcheck source=benchmarks/device_steps.sh
-source benchmarks/device_steps.sh
 
 install_wheels "${WHEELS_INSTALL:-$( ((TINY)) && echo auto || echo always)}" jaxmarl flashbax \
     || note "jaxmarl or flashbax cannot be imported: the SMAX reproductions will fail"
