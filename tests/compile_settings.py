@@ -11,9 +11,25 @@ for bit runs them under :func:`users_compile_environment`."""
 from __future__ import annotations
 
 import os
+from importlib.metadata import PackageNotFoundError, version
 
-FAST_COMPILE_FLAGS = ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true",
-                      "--xla_cpu_use_fusion_emitters=false")
+
+def fast_compile_flags(jaxlib: str) -> tuple[str, ...]:
+    """The fast-compile flags that ``jaxlib`` (a version) knows: XLA aborts at start on a flag it does not know,
+    and jaxlib 0.11 dropped the older CPU fusion emitters with their flag."""
+    flags = ("--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true")
+    major_minor = tuple(int(part) for part in jaxlib.split(".")[:2])
+    return flags + (("--xla_cpu_use_fusion_emitters=false",) if major_minor < (0, 11) else ())
+
+
+def _installed_jaxlib() -> str:
+    try:
+        return version("jaxlib")
+    except PackageNotFoundError:  # a jaxlib built from source without its metadata: assume a recent one
+        return "99.0"
+
+
+FAST_COMPILE_FLAGS = fast_compile_flags(_installed_jaxlib())
 
 
 def with_fast_compile_flags(xla_flags: str) -> str:
