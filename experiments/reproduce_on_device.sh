@@ -52,7 +52,12 @@ if [[ -d $REPRO_DIR ]]; then
     note "restore         kept $REPRO_DIR (already here; $REPRO_IN not unpacked)"
 elif compgen -G "$REPRO_IN/progress.tgz.*" > /dev/null; then
     mkdir -p "$REPRO_DIR" && cat "$REPRO_IN"/progress.tgz.* | tar xzf - -C "$REPRO_DIR"
-    note "restore         rc=$?   $REPRO_DIR from $REPRO_IN/progress.tgz.*"
+    rc=$?
+    note "restore         rc=$rc   $REPRO_DIR from $REPRO_IN/progress.tgz.*"
+    if ((rc != 0)); then  # training from nothing would pack over the progress: stop instead
+        note "restore         failed: $REPRO_IN must hold the parts of one call only (replace, not add); nothing trained"
+        exit 2
+    fi
 else
     mkdir -p "$REPRO_DIR"
     note "restore         nothing to restore: a first call"

@@ -84,3 +84,15 @@ def test_only_the_latest_checkpoint_of_an_unfinished_run_is_packed(tmp_path):
     assert [n for n in names if "/checkpoints/" in n] == ["p/going/checkpoints/10/state/data"]
     assert "p/done/summary.json" in names and "p/going/config.json" in names
     assert "p (to continue): env steps per seed: none yet" in r.stdout
+
+
+def test_a_damaged_progress_archive_stops_the_call_before_anything_trains(tmp_path):
+    """Parts of two calls mixed in REPRO_IN do not unpack: training from nothing would then pack over the
+    progress, so the call stops (exit 2) and writes no archive."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "progress.tgz.00").write_bytes(b"not a tar archive")
+    out = tmp_path / "out"
+    r = call(out, REPRO_DIR=str(tmp_path / "machine"), REPRO_IN=str(tmp_path / "in"))
+    assert r.returncode == 2
+    assert "nothing trained" in (out / "steps.txt").read_text()
+    assert not list(out.glob("progress.tgz.*")) and not (tmp_path / "machine" / "lan_smax_3m").exists()
