@@ -4,7 +4,7 @@
 #
 #     bash benchmarks/gpu.sh OUTDIR [--tiny]
 #
-# Run from the project root. Needs in the checkout (ignored folders that travel with it):
+# It moves to the project root itself. Needs in the checkout (ignored folders that travel with it):
 #   .peer/        a copy of the peer harness (peer_bench.py and jaxmarl's baseline scripts)
 #   .whl/         the wheels the GPU image lacks (jaxmarl, distrax, tfp-nightly, ...), installed with
 #                 --no-deps into $SITE; .whl/extra/ holds their dependencies that an image may lack

@@ -4,7 +4,7 @@
 #
 #     bash experiments/reproduce_on_device.sh OUTDIR [--tiny]
 #
-# Run from the project root. The plan, in order (each entry is one experiments/reproduce.py reproduction):
+# It moves to the project root itself. The plan, in order (each entry is one experiments/reproduce.py run):
 #   1. lan_smax_3m:    LAN, IQL, QMIX, 4 seeds, 2M env steps per seed (the preset's budget)
 #   2. lan_smax_2s3z:  LAN, IQL, QMIX, 4 seeds, 2M
 #   3. dpo_mpe_spread: DPO, IPPO, 5 seeds, 5M
